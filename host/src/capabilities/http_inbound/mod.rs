@@ -1,0 +1,330 @@
+//! The gateway: serves `wasi:http/incoming-handler` components to clients.
+//!
+//! Per request: a request id and W3C trace context, routing from `[[trigger.http]]`, bearer
+//! token checks for `auth = "jwt"` components, the body limit, then one invocation of the
+//! component's current version. Every response carries `x-request-id` and `traceparent`;
+//! every failure the gateway itself reports is the JSON error of the public API.
+
+pub mod auth;
+mod dispatch;
+mod errors;
+pub mod router;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use tracing::Instrument as _;
+
+use crate::components::Slot;
+use crate::config::berth::Auth;
+use crate::engine::Engine;
+use crate::telemetry::TraceContext;
+use auth::JwtVerifier;
+use dispatch::Failure;
+use router::{RouteMatch, RoutePattern, Router};
+
+pub use dispatch::short as short_digest;
+pub use errors::{ApiError, json};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the gateway sends.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Carries the verified user id to the component; never taken from a client.
+pub const USER_ID_HEADER: HeaderName = HeaderName::from_static("x-berth-user-id");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Where a route leads, resolved at load.
+pub struct Target {
+    pub slot: Arc<Slot>,
+    /// The route as written in the manifest (Spin's `spin-raw-component-route`).
+    pub raw_route: String,
+    pub auth: Auth,
+    pub public_routes: Arc<[RoutePattern]>,
+}
+
+pub struct Gateway {
+    router: Router<Target>,
+    engine: Engine,
+    jwt: Option<JwtVerifier>,
+    max_request_bytes: u64,
+}
+
+impl Gateway {
+    pub fn new(
+        routes: Vec<(RoutePattern, Target)>,
+        engine: Engine,
+        jwt: Option<JwtVerifier>,
+        max_request_bytes: u64,
+    ) -> Gateway {
+        Gateway {
+            router: Router::new(routes),
+            engine,
+            jwt,
+            max_request_bytes,
+        }
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let trace = TraceContext::continue_or_start(
+            request
+                .headers()
+                .get(TRACEPARENT)
+                .map(HeaderValue::as_bytes),
+        );
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .filter(|v| {
+                v.len() <= 128 && !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_graphic)
+            })
+            .cloned()
+            .unwrap_or_else(|| {
+                HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
+                    .expect("a uuid is a valid header value")
+            });
+        let trace_id = trace.trace_id_hex();
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            route = tracing::field::Empty,
+            component = tracing::field::Empty,
+            version = tracing::field::Empty,
+            status = tracing::field::Empty,
+            trace_id = %trace_id,
+            request_id = ?request_id,
+        );
+        let mut response = match self
+            .route(request, client, &trace, &request_id)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => error.into_response(&trace_id),
+        };
+        let headers = response.headers_mut();
+        headers.insert(REQUEST_ID, request_id);
+        if let Ok(tp) = HeaderValue::try_from(trace.to_string()) {
+            headers.insert(TRACEPARENT, tp);
+        }
+        let status = response.status().as_u16();
+        span.record("status", status);
+        tracing::info!(parent: &span, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
+        response
+    }
+
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        trace: &TraceContext,
+        request_id: &HeaderValue,
+    ) -> Result<Response<Body>, ApiError> {
+        let path = request.uri().path().to_owned();
+        let Some((pattern, target, matched)) = self.router.route(&path) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ROUTE_NOT_FOUND",
+                format!("no route matches {path}"),
+            ));
+        };
+        let span = tracing::Span::current();
+        span.record("route", tracing::field::display(pattern));
+        span.record("component", &*target.slot.id);
+
+        let user = self.authenticate(&request, target, &path)?;
+        let (mut parts, body) = request.into_parts();
+        let limit = self.max_request_bytes;
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                format!("the request body is larger than the limit of {limit} bytes"),
+            )
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(too_large());
+        }
+        let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    too_large()
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "BODY_UNREADABLE",
+                        format!("the request body could not be read: {e}"),
+                    )
+                }
+            })?
+            .to_bytes();
+
+        guest_headers(
+            &mut parts,
+            GuestContext {
+                pattern,
+                target,
+                matched: &matched,
+                client,
+                trace,
+                request_id,
+                user,
+            },
+        );
+        let request = Request::from_parts(parts, Full::new(body));
+        dispatch::invoke(&self.engine, &target.slot, request, trace)
+            .await
+            .map_err(|failure| failure_response(failure, &target.slot.id))
+    }
+
+    fn authenticate(
+        &self,
+        request: &Request<Incoming>,
+        target: &Target,
+        path: &str,
+    ) -> Result<Option<String>, ApiError> {
+        if target.auth != Auth::Jwt
+            || target
+                .public_routes
+                .iter()
+                .any(|p| p.matches(path).is_some())
+        {
+            return Ok(None);
+        }
+        let verifier = self.jwt.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "AUTH_NOT_CONFIGURED",
+                "the gateway has no key to verify tokens with",
+            )
+        })?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        verifier
+            .verify(
+                request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes),
+                now,
+            )
+            .map(Some)
+            .map_err(|e| {
+                ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+                    .with_header(header::WWW_AUTHENTICATE, "Bearer")
+            })
+    }
+}
+
+struct GuestContext<'a> {
+    pattern: &'a RoutePattern,
+    target: &'a Target,
+    matched: &'a RouteMatch<'a>,
+    client: SocketAddr,
+    trace: &'a TraceContext,
+    request_id: &'a HeaderValue,
+    user: Option<String>,
+}
+
+/// The headers a component sees: the client's, minus anything only the host may set, plus
+/// the verified user, the trace context, and the `spin-*` headers Spin components expect.
+fn guest_headers(parts: &mut http::request::Parts, cx: GuestContext) {
+    let headers = &mut parts.headers;
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| *name == USER_ID_HEADER || name.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    if let Some(user) = cx.user.and_then(|u| HeaderValue::try_from(u).ok()) {
+        headers.insert(USER_ID_HEADER, user);
+    }
+    if let Ok(tp) = HeaderValue::try_from(cx.trace.to_string()) {
+        headers.insert(TRACEPARENT, tp);
+    }
+    headers.insert(REQUEST_ID, cx.request_id.clone());
+
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| headers.get(header::HOST)?.to_str().ok().map(str::to_owned))
+        .unwrap_or_else(|| "localhost".to_owned());
+    if !headers.contains_key(header::HOST)
+        && let Ok(h) = HeaderValue::try_from(host.as_str())
+    {
+        headers.insert(header::HOST, h);
+    }
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let spin: [(&str, String); 7] = [
+        ("spin-full-url", format!("http://{host}{path_and_query}")),
+        ("spin-path-info", cx.matched.path_info.to_owned()),
+        ("spin-matched-route", cx.pattern.to_string()),
+        ("spin-base-path", "/".to_owned()),
+        ("spin-raw-component-route", cx.target.raw_route.clone()),
+        ("spin-component-route", cx.pattern.base()),
+        ("spin-client-addr", cx.client.to_string()),
+    ];
+    for (name, value) in spin {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    for (name, value) in &cx.matched.params {
+        let name = format!(
+            "spin-path-match-{}",
+            name.replace('_', "-").to_ascii_lowercase()
+        );
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(*value)) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+fn failure_response(failure: Failure, component: &str) -> ApiError {
+    let message = format!("component `{component}` {failure}");
+    match failure {
+        Failure::Busy(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMPONENT_BUSY", message)
+                .with_header(header::RETRY_AFTER, "1")
+        }
+        Failure::Timeout(_) => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "COMPONENT_TIMEOUT", message)
+        }
+        Failure::OutOfMemory(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "COMPONENT_OUT_OF_MEMORY",
+            message,
+        ),
+        Failure::ResponseTooLarge(..) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "RESPONSE_TOO_LARGE",
+            message,
+        ),
+        Failure::Trapped(_) | Failure::NoResponse | Failure::Failed(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "COMPONENT_FAILED",
+            message,
+        ),
+    }
+}

@@ -1,0 +1,350 @@
+//! `wasi:http/outgoing-handler`, limited to a component's `allowed_outbound_hosts`.
+//!
+//! | entry | allows |
+//! |---|---|
+//! | `https://api.example.com` | that host over https, port 443 |
+//! | `http://localhost:8080` | that host and port |
+//! | `https://*.example.com` | every subdomain of example.com |
+//! | `*://example.com:*` | any scheme, any port |
+//! | `http://127.0.0.1:8000..8100` | a port range (end excluded, as in Spin) |
+//!
+//! Everything else fails in the guest with an error naming the host and the entry to add,
+//! and is logged the same way. The caller's `traceparent` goes along so a call chain stays
+//! one trace.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+#[derive(Debug, Clone, Default)]
+pub struct AllowedHosts {
+    entries: Vec<AllowedHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AllowedHost {
+    /// `None` for `*`.
+    scheme: Option<String>,
+    host: HostPattern,
+    ports: PortPattern,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`.
+    Subdomains(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortPattern {
+    Any,
+    Range(u16, u16),
+}
+
+impl AllowedHosts {
+    pub fn parse(entries: &[String]) -> Result<AllowedHosts, String> {
+        let entries = entries
+            .iter()
+            .map(|e| AllowedHost::parse(e))
+            .collect::<Result<_, _>>()?;
+        Ok(AllowedHosts { entries })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.entries.iter().any(|e| e.allows(scheme, &host, port))
+    }
+}
+
+impl AllowedHost {
+    fn parse(entry: &str) -> Result<AllowedHost, String> {
+        if entry.contains("{{") {
+            return Err(format!(
+                "`{entry}`: variables in allowed_outbound_hosts are not supported by berth; write the host out"
+            ));
+        }
+        let Some((scheme, rest)) = entry.split_once("://") else {
+            return Err(format!(
+                "`{entry}` needs a scheme, for example `https://{entry}`"
+            ));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err(format!(
+                "`{entry}`: give a scheme, host and port, without a path"
+            ));
+        }
+        let scheme = match scheme {
+            "*" => None,
+            s if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic()) => {
+                Some(s.to_ascii_lowercase())
+            }
+            _ => return Err(format!("`{entry}`: `{scheme}` is not a scheme")),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        let host = match host {
+            "" => return Err(format!("`{entry}` has no host")),
+            "*" => HostPattern::Any,
+            "self" | "self.alt" => {
+                return Err(format!(
+                    "`{entry}`: berth has no `self` requests; call another component as `http://<component>.spin.internal`"
+                ));
+            }
+            h if h.starts_with("*.") && h.len() > 2 => {
+                HostPattern::Subdomains(h[1..].to_ascii_lowercase())
+            }
+            h if h.contains('*') => {
+                return Err(format!(
+                    "`{entry}`: `*` may only stand for the whole host or a leading `*.`"
+                ));
+            }
+            h => HostPattern::Exact(h.to_ascii_lowercase()),
+        };
+        let ports = match port {
+            None => match scheme.as_deref().and_then(default_port) {
+                Some(p) => PortPattern::Range(p, p),
+                None => {
+                    return Err(format!(
+                        "`{entry}`: give a port, since the scheme has no default one"
+                    ));
+                }
+            },
+            Some("*") => PortPattern::Any,
+            Some(p) => {
+                let parse = |s: &str| {
+                    s.parse::<u16>()
+                        .map_err(|_| format!("`{entry}`: `{p}` is not a port or port range"))
+                };
+                match p.split_once("..") {
+                    Some((lo, end)) => {
+                        let (lo, end) = (parse(lo)?, parse(end)?);
+                        if lo >= end {
+                            return Err(format!("`{entry}`: port range `{p}` is empty"));
+                        }
+                        PortPattern::Range(lo, end - 1)
+                    }
+                    None => {
+                        let p = parse(p)?;
+                        PortPattern::Range(p, p)
+                    }
+                }
+            }
+        };
+        Ok(AllowedHost {
+            scheme,
+            host,
+            ports,
+        })
+    }
+
+    fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.scheme.as_deref().is_none_or(|s| s == scheme)
+            && match &self.host {
+                HostPattern::Any => true,
+                HostPattern::Exact(h) => h == host,
+                HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+            }
+            && match self.ports {
+                PortPattern::Any => true,
+                PortPattern::Range(lo, hi) => (lo..=hi).contains(&port),
+            }
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        "postgres" => Some(5432),
+        "mysql" => Some(3306),
+        "redis" => Some(6379),
+        "mqtt" => Some(1883),
+        _ => None,
+    }
+}
+
+/// A denied request, worded for the developer who has to fix the manifest.
+#[derive(Debug)]
+pub struct Denied {
+    component: Arc<str>,
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Denied {
+            component,
+            scheme,
+            host,
+            port,
+        } = self;
+        let entry = if default_port(scheme) == Some(*port) {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{port}")
+        };
+        write!(
+            f,
+            "outbound request to {scheme}://{host}:{port} denied: add \"{entry}\" to allowed_outbound_hosts of [component.{component}] in the manifest"
+        )
+    }
+}
+
+/// The per-invocation `wasi:http` hooks: the allow-list check and trace propagation.
+pub struct OutboundHttp {
+    pub component: Arc<str>,
+    pub allowed: Arc<AllowedHosts>,
+    /// The invocation's trace context, sent with every request it makes.
+    pub traceparent: Option<HeaderValue>,
+}
+
+impl OutboundHttp {
+    fn check(&self, uri: &http::Uri) -> Result<(), Denied> {
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .or_else(|| default_port(&scheme))
+            .unwrap_or(0);
+        if self.allowed.allows(&scheme, &host, port) {
+            Ok(())
+        } else {
+            Err(Denied {
+                component: self.component.clone(),
+                scheme,
+                host,
+                port,
+            })
+        }
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        if let Err(denied) = self.check(request.uri()) {
+            tracing::warn!(component = %self.component, "{denied}");
+            return Box::new(std::future::ready(Err(HttpError::InternalError(Some(
+                denied.to_string(),
+            )))));
+        }
+        if let Some(tp) = &self.traceparent {
+            request.headers_mut().insert("traceparent", tp.clone());
+        }
+        let span = tracing::info_span!(
+            "http.outbound",
+            component = %self.component,
+            method = %request.method(),
+            host = request.uri().host().unwrap_or_default(),
+            status = tracing::field::Empty,
+        );
+        Box::new(tracing::Instrument::instrument(
+            async move {
+                use http_body_util::BodyExt;
+                let (response, io) =
+                    wasmtime_wasi_http::default_send_request(request, options).await?;
+                tracing::Span::current().record("status", response.status().as_u16());
+                Ok((
+                    response.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                ))
+            },
+            span,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(entries: &[&str]) -> AllowedHosts {
+        AllowedHosts::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn exact_host_uses_the_scheme_default_port() {
+        let h = hosts(&["https://api.example.com"]);
+        assert!(h.allows("https", "api.example.com", 443));
+        assert!(h.allows("https", "API.example.com", 443));
+        assert!(!h.allows("https", "api.example.com", 8443));
+        assert!(!h.allows("http", "api.example.com", 80));
+        assert!(!h.allows("https", "example.com", 443));
+    }
+
+    #[test]
+    fn wildcards_cover_subdomains_schemes_and_ports() {
+        let h = hosts(&["*://*.example.com:*", "http://127.0.0.1:8000..8101"]);
+        assert!(h.allows("http", "a.example.com", 1));
+        assert!(h.allows("https", "a.b.example.com", 443));
+        assert!(!h.allows("https", "example.com", 443));
+        assert!(h.allows("http", "127.0.0.1", 8050));
+        assert!(!h.allows("http", "127.0.0.1", 8101));
+    }
+
+    #[test]
+    fn malformed_entries_are_refused_with_the_reason() {
+        for (entry, why) in [
+            ("example.com", "needs a scheme"),
+            ("https://example.com/path", "without a path"),
+            ("tcp://cache", "give a port"),
+            ("http://self", "spin.internal"),
+            ("http://h:9..9", "empty"),
+            ("https://ex*ample.com", "may only stand"),
+            ("https://example.com:99999", "not a port"),
+            ("https://{{ host }}", "not supported"),
+        ] {
+            let err = AllowedHosts::parse(&[entry.to_string()]).unwrap_err();
+            assert!(err.contains(why), "{entry}: {err}");
+        }
+    }
+
+    #[test]
+    fn denial_names_the_host_and_the_entry_to_add() {
+        let hooks = OutboundHttp {
+            component: "payment".into(),
+            allowed: Arc::new(AllowedHosts::default()),
+            traceparent: None,
+        };
+        let denied = hooks
+            .check(&"https://api.stripe.com/v1/charges".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(denied.contains("https://api.stripe.com:443"), "{denied}");
+        assert!(
+            denied.contains(
+                "add \"https://api.stripe.com\" to allowed_outbound_hosts of [component.payment]"
+            ),
+            "{denied}"
+        );
+    }
+}

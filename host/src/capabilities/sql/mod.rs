@@ -1,0 +1,198 @@
+//! `fermyon:spin/sqlite@2.0.0`: each component's own database.
+//!
+//! | runtime config | backend |
+//! |---|---|
+//! | (none) | SQLite file `<data-dir>/sqlite/<label>.db` |
+//! | `[sqlite_database.<label>] type = "spin"`, `path = "…"` | SQLite file at `path` |
+//!
+//! A label is granted to one component only (checked when the manifest loads), so no
+//! component can reach another's data. A connection belongs to one invocation for its whole
+//! life: everything the guest runs, its own `BEGIN … COMMIT` included, goes through it.
+
+mod host;
+pub mod migrate;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+pub use host::{ConnectionHandle, Sql, SqlSession, SqlView};
+
+/// A value crossing the boundary, as SQLite's five storage classes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+    Null,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The statement failed: syntax, constraint, type. The guest sees the database's message.
+    #[error("{0}")]
+    Statement(String),
+    /// The database could not be reached or is busy beyond its timeout.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A database some component was granted.
+#[async_trait::async_trait]
+pub trait Database: Send + Sync {
+    /// A connection for one invocation, returned to the pool when dropped.
+    async fn connect(&self) -> Result<Box<dyn Connection>, SqlError>;
+    /// Applies the migrations in `dir` not yet recorded in this database.
+    async fn migrate(&self, dir: &Path) -> Result<migrate::Applied, migrate::MigrationError>;
+    /// Answers when the database can serve queries (for `/readyz`).
+    async fn ping(&self) -> Result<(), SqlError>;
+}
+
+#[async_trait::async_trait]
+pub trait Connection: Send {
+    async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, SqlError>;
+}
+
+/// `[sqlite_database.<label>]` in the runtime config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Config {
+    /// A SQLite file, Spin's default backend.
+    Spin {
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+}
+
+/// Opens the database for `label`: the only place that names concrete backends.
+pub async fn build(
+    label: &str,
+    config: Option<&Config>,
+    config_dir: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn Database>> {
+    let path = match config {
+        Some(Config::Spin { path: Some(path) }) => config_dir.join(path),
+        Some(Config::Spin { path: None }) | None => {
+            data_dir.join("sqlite").join(format!("{label}.db"))
+        }
+    };
+    Ok(Arc::new(sqlite::SqliteDatabase::open(&path).await?))
+}
+
+/// The databases one component version may open, by label.
+pub type Grants = Arc<HashMap<String, Arc<dyn Database>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn every_backend() -> Vec<(&'static str, Arc<dyn Database>, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = build("test", None, dir.path(), dir.path()).await.unwrap();
+        vec![("sqlite", db, dir)]
+    }
+
+    #[tokio::test]
+    async fn statements_round_trip_every_value_kind() {
+        for (name, db, _dir) in every_backend().await {
+            let mut c = db.connect().await.unwrap();
+            c.execute(
+                "CREATE TABLE t (i INTEGER, r REAL, s TEXT, b BLOB, n TEXT)",
+                vec![],
+            )
+            .await
+            .unwrap();
+            c.execute(
+                "INSERT INTO t VALUES (?, ?, ?, ?, ?)",
+                vec![
+                    Value::Integer(-7),
+                    Value::Real(1.5),
+                    Value::Text("héllo".into()),
+                    Value::Blob(vec![0, 255]),
+                    Value::Null,
+                ],
+            )
+            .await
+            .unwrap();
+            let rows = c.execute("SELECT * FROM t", vec![]).await.unwrap();
+            assert_eq!(rows.columns, ["i", "r", "s", "b", "n"], "{name}");
+            assert_eq!(
+                rows.rows,
+                vec![vec![
+                    Value::Integer(-7),
+                    Value::Real(1.5),
+                    Value::Text("héllo".into()),
+                    Value::Blob(vec![0, 255]),
+                    Value::Null,
+                ]],
+                "{name}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_results_still_name_their_columns() {
+        for (name, db, _dir) in every_backend().await {
+            let mut c = db.connect().await.unwrap();
+            c.execute("CREATE TABLE t (a INTEGER, b TEXT)", vec![])
+                .await
+                .unwrap();
+            let rows = c
+                .execute("SELECT a, b FROM t WHERE a > ?", vec![Value::Integer(1)])
+                .await
+                .unwrap();
+            assert_eq!(rows.columns, ["a", "b"], "{name}");
+            assert!(rows.rows.is_empty(), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guest_transaction_spans_its_statements() {
+        for (name, db, _dir) in every_backend().await {
+            let mut c = db.connect().await.unwrap();
+            c.execute("CREATE TABLE t (a INTEGER)", vec![])
+                .await
+                .unwrap();
+            c.execute("BEGIN IMMEDIATE", vec![]).await.unwrap();
+            c.execute("INSERT INTO t VALUES (1)", vec![]).await.unwrap();
+            c.execute("ROLLBACK", vec![]).await.unwrap();
+            let rows = c
+                .execute("SELECT count(*) AS n FROM t", vec![])
+                .await
+                .unwrap();
+            assert_eq!(rows.rows, vec![vec![Value::Integer(0)]], "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_statements_are_errors_not_panics() {
+        for (name, db, _dir) in every_backend().await {
+            let mut c = db.connect().await.unwrap();
+            let err = c.execute("SELEC 1", vec![]).await.unwrap_err();
+            assert!(matches!(err, SqlError::Statement(_)), "{name}: {err}");
+            let err = c
+                .execute("SELECT ?", vec![Value::Integer(1), Value::Integer(2)])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, SqlError::Statement(_)), "{name}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ping_answers() {
+        for (name, db, _dir) in every_backend().await {
+            db.ping().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

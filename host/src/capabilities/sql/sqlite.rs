@@ -1,0 +1,142 @@
+//! The SQLite backend: one WAL-mode file per label, a sqlx pool, prepared statements cached
+//! per connection.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::Either;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{
+    AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef,
+};
+
+use super::migrate::{self, Applied, MigrationError};
+use super::{Connection, Database, Rows, SqlError, Value};
+
+pub struct SqliteDatabase {
+    pool: SqlitePool,
+}
+
+impl SqliteDatabase {
+    pub async fn open(path: &Path) -> anyhow::Result<SqliteDatabase> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL is durable against process crashes; only an OS crash can lose
+            // the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .statement_cache_capacity(256);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+        Ok(SqliteDatabase { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl Database for SqliteDatabase {
+    async fn connect(&self) -> Result<Box<dyn Connection>, SqlError> {
+        let conn = self.pool.acquire().await.map_err(unavailable)?;
+        Ok(Box::new(SqliteConnection { conn }))
+    }
+
+    async fn migrate(&self, dir: &Path) -> Result<Applied, MigrationError> {
+        migrate::run(dir, &self.pool).await
+    }
+
+    async fn ping(&self) -> Result<(), SqlError> {
+        self.pool.execute("SELECT 1").await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+struct SqliteConnection {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+}
+
+#[async_trait::async_trait]
+impl Connection for SqliteConnection {
+    async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, SqlError> {
+        // Prepared statements are cached per connection, so this is a lookup after the first
+        // time; it gives the parameter count to check and the column names of empty results.
+        let prepared = (&mut *self.conn)
+            .prepare(AssertSqlSafe(statement).into_sql_str())
+            .await
+            .map_err(statement_error)?;
+        if let Some(Either::Right(expected)) = prepared.parameters()
+            && expected != params.len()
+        {
+            return Err(SqlError::Statement(format!(
+                "the statement takes {expected} parameters but {} were given",
+                params.len()
+            )));
+        }
+        let columns = prepared
+            .columns()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
+        let mut query = prepared.query();
+        for param in params {
+            query = match param {
+                Value::Integer(i) => query.bind(i),
+                Value::Real(r) => query.bind(r),
+                Value::Text(t) => query.bind(t),
+                Value::Blob(b) => query.bind(b),
+                Value::Null => query.bind(None::<i64>),
+            };
+        }
+        let rows = query
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(statement_error)?;
+        let rows = rows.iter().map(row_values).collect::<Result<_, _>>()?;
+        Ok(Rows { columns, rows })
+    }
+}
+
+fn row_values(row: &SqliteRow) -> Result<Vec<Value>, SqlError> {
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i).map_err(statement_error)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let kind = raw.type_info().name().to_owned();
+            let decoded = match kind.as_str() {
+                "INTEGER" => <i64 as Decode<Sqlite>>::decode(raw).map(Value::Integer),
+                "REAL" => <f64 as Decode<Sqlite>>::decode(raw).map(Value::Real),
+                "BLOB" => <Vec<u8> as Decode<Sqlite>>::decode(raw).map(Value::Blob),
+                _ => <String as Decode<Sqlite>>::decode(raw).map(Value::Text),
+            };
+            decoded.map_err(|e| SqlError::Statement(format!("cannot read column {i}: {e}")))
+        })
+        .collect()
+}
+
+fn statement_error(e: sqlx::Error) -> SqlError {
+    match e {
+        sqlx::Error::Database(db) => SqlError::Statement(db.message().to_owned()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => unavailable(e),
+        other => SqlError::Statement(other.to_string()),
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> SqlError {
+    SqlError::Unavailable(e.to_string())
+}

@@ -1,0 +1,107 @@
+//! Command-line arguments, one struct per subcommand, each with an example in its help.
+
+mod build;
+mod check;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Runs microservices as sandboxed WebAssembly components behind one gateway",
+    after_help = "Examples:\n  berth up --build          build the components in spin.toml and serve them\n  berth check               validate spin.toml, its components and their grants\n\nRun `berth <command> --help` for each command's options."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the app: the public API and the admin API.
+    #[command(
+        after_help = "Example:\n  berth up --build --listen 127.0.0.1:8080\n\nData (SQLite files, key-value stores, compiled components, the admin token) goes to\n<data-dir>, `.berth` beside the manifest unless set. Stop with Ctrl-C or SIGTERM: open\nrequests finish first."
+    )]
+    Up(UpArgs),
+    /// Build the components by running each `[component.<id>.build] command`.
+    #[command(
+        after_help = "Examples:\n  berth build               build every component\n  berth build order         build only `order`"
+    )]
+    Build(BuildArgs),
+    /// Check the manifest, runtime config, variables and components without serving.
+    #[command(
+        after_help = "Example:\n  berth check --manifest spin.toml\n\nExits non-zero and lists every problem when something is wrong."
+    )]
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct ManifestArgs {
+    /// The Spin manifest (v2) describing the app.
+    #[arg(long, default_value = "spin.toml", value_name = "FILE")]
+    manifest: PathBuf,
+    /// Spin runtime config: where each database, store and variable comes from.
+    #[arg(long, value_name = "FILE")]
+    runtime_config: Option<PathBuf>,
+    /// Where berth keeps state [default: .berth beside the manifest].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ManifestArgs {
+    fn options(&self) -> berth::host::Options {
+        berth::host::Options {
+            manifest: self.manifest.clone(),
+            runtime_config: self.runtime_config.clone(),
+            data_dir: self.data_dir.clone(),
+            cache_dir: None,
+        }
+    }
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    app: ManifestArgs,
+    /// Address of the public API.
+    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Address of the admin API (health, readiness, deployments).
+    #[arg(long, default_value = "127.0.0.1:3001", value_name = "ADDR")]
+    admin_listen: SocketAddr,
+    /// Build the components first, as `berth build` does.
+    #[arg(long)]
+    build: bool,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The Spin manifest (v2) describing the app.
+    #[arg(long, default_value = "spin.toml", value_name = "FILE")]
+    manifest: PathBuf,
+    /// Build only these components [default: all].
+    #[arg(value_name = "COMPONENT")]
+    components: Vec<String>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    app: ManifestArgs,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Build(args) => {
+            let app = berth::config::App::load(&args.manifest)?;
+            tokio::task::spawn_blocking(move || build::run(&app, &args.components)).await?
+        }
+        Command::Check(args) => check::run(args).await,
+    }
+}

@@ -1,0 +1,166 @@
+//! Loading a component version: bytes → checked → compiled (or read from the artifact
+//! cache) → linked and pre-instantiated → its migrations applied → a [`Version`] ready to be
+//! published. Every step that can fail does so here, before any request sees the version.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::Version;
+use super::grants::{Granted, ungranted};
+use crate::capabilities::sql::migrate::MigrationError;
+use crate::capabilities::{key_value, sql, variables};
+use crate::config::ComponentConfig;
+use crate::engine::Engine;
+use crate::state::InvocationState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "cannot read {path}: {source}; build it with `berth build` (or start with `berth up --build`)"
+    )]
+    Missing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("it is not a WebAssembly component{0}")]
+    NotAComponent(&'static str),
+    #[error("it does not compile: {0:#}")]
+    Compile(anyhow::Error),
+    #[error("it {}", .0.join("; it "))]
+    Ungranted(Vec<String>),
+    #[error("it cannot serve HTTP: {0}")]
+    WrongWorld(String),
+    #[error("it cannot be linked: {0:#}")]
+    Link(anyhow::Error),
+    #[error("{0}")]
+    Migration(#[from] MigrationError),
+}
+
+/// A compiled, checked, pre-instantiated component, not yet attached to any data.
+pub struct Prepared {
+    pub digest: String,
+    /// Every interface the component imports, for `berth check` to show.
+    pub imports: Vec<String>,
+    pub pre: ProxyPre<InvocationState>,
+    pub from_cache: bool,
+    pub compile_time: Duration,
+}
+
+/// Reads the file named by `source` in the manifest.
+pub fn read_source(config: &ComponentConfig) -> Result<Arc<[u8]>, LoadError> {
+    std::fs::read(&config.source)
+        .map(Arc::from)
+        .map_err(|source| LoadError::Missing {
+            path: config.source.clone(),
+            source,
+        })
+}
+
+/// Everything that needs only the bytes and the manifest: what `berth check` runs.
+pub async fn prepare(
+    engine: &Engine,
+    linker: &Linker<InvocationState>,
+    config: &ComponentConfig,
+    wasm: Arc<[u8]>,
+) -> Result<Prepared, LoadError> {
+    if !wasmtime::wasmparser::Parser::is_component(&wasm) {
+        return Err(LoadError::NotAComponent(
+            if wasmtime::wasmparser::Parser::is_core_wasm(&wasm) {
+                " but a core module: build it for the wasm32-wasip2 target"
+            } else {
+                ""
+            },
+        ));
+    }
+    let compiled = engine.compile(wasm).await.map_err(LoadError::Compile)?;
+    let ty = compiled.component.component_type();
+    let imports: Vec<String> = ty
+        .imports(engine.wasmtime())
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let problems = ungranted(
+        imports.iter().map(String::as_str),
+        &Granted {
+            allowed_outbound_hosts: !config.allowed_outbound_hosts.is_empty(),
+            sqlite_databases: !config.sqlite_databases.is_empty(),
+            key_value_stores: !config.key_value_stores.is_empty(),
+            id: &config.id,
+        },
+    );
+    if !problems.is_empty() {
+        return Err(LoadError::Ungranted(problems));
+    }
+    let exports: Vec<String> = ty
+        .exports(engine.wasmtime())
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if !exports
+        .iter()
+        .any(|e| e.starts_with("wasi:http/incoming-handler@0.2"))
+    {
+        return Err(LoadError::WrongWorld(format!(
+            "it exports [{}] but not wasi:http/incoming-handler@0.2.x; write it with spin-sdk's #[http_component]",
+            exports.join(", ")
+        )));
+    }
+    let instance_pre = linker
+        .instantiate_pre(&compiled.component)
+        .map_err(|e| LoadError::Link(e.into()))?;
+    let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+    Ok(Prepared {
+        digest: compiled.digest,
+        imports,
+        pre,
+        from_cache: compiled.from_cache,
+        compile_time: compiled.took,
+    })
+}
+
+/// The backends of `labels`, out of every backend of the app.
+fn grant<T: ?Sized>(labels: &[String], all: &HashMap<String, Arc<T>>) -> HashMap<String, Arc<T>> {
+    labels
+        .iter()
+        .filter_map(|label| Some((label.clone(), all.get(label)?.clone())))
+        .collect()
+}
+
+/// The app-wide state a version attaches to: its databases, stores and variable values.
+pub struct Backends {
+    pub databases: HashMap<String, Arc<dyn sql::Database>>,
+    pub stores: HashMap<String, Arc<dyn key_value::Store>>,
+    pub variables: variables::Resolved,
+}
+
+/// Applies the version's migrations and binds it to its grants.
+pub async fn activate(
+    prepared: Prepared,
+    config: &ComponentConfig,
+    backends: &Backends,
+) -> Result<Version, LoadError> {
+    let databases = grant(&config.sqlite_databases, &backends.databases);
+    if let (Some(dir), [label]) = (&config.migrations, &config.sqlite_databases[..])
+        && let Some(db) = databases.get(label)
+    {
+        let applied = db.migrate(dir).await?;
+        for file in &applied.0 {
+            tracing::info!(component = %config.id, database = %label, "applied migration {file}");
+        }
+    }
+    Ok(Version {
+        digest: prepared.digest,
+        loaded_at: SystemTime::now(),
+        pre: prepared.pre,
+        databases: Arc::new(databases),
+        stores: Arc::new(grant(&config.key_value_stores, &backends.stores)),
+        variables: variables::for_component(&config.variables, &backends.variables),
+        environment: config.environment.clone().into(),
+        allowed_hosts: Arc::new(config.allowed_outbound_hosts.clone()),
+        limits: config.limits,
+    })
+}

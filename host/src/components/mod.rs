@@ -1,0 +1,83 @@
+//! The components the host serves: each id has a slot whose current version is swapped
+//! atomically, so a request or message looks it up with one atomic load and in-flight work
+//! keeps the version it started on.
+
+pub mod grants;
+pub mod loader;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::capabilities::http_outbound::AllowedHosts;
+use crate::capabilities::{key_value, sql};
+use crate::config::Limits;
+use crate::state::InvocationState;
+
+pub use loader::LoadError;
+
+/// One loaded version of a component: everything a request needs, built once at load.
+pub struct Version {
+    /// `sha256:<hex>` of the wasm.
+    pub digest: String,
+    pub loaded_at: SystemTime,
+    pub pre: ProxyPre<InvocationState>,
+    pub databases: sql::Grants,
+    pub stores: key_value::Grants,
+    pub variables: Arc<HashMap<String, String>>,
+    pub environment: Arc<[(String, String)]>,
+    pub allowed_hosts: Arc<AllowedHosts>,
+    pub limits: Limits,
+}
+
+/// A component id and whatever version of it is current.
+pub struct Slot {
+    pub id: Arc<str>,
+    current: ArcSwap<Version>,
+    /// Bounds the invocations running at once (`max_concurrency`), across versions.
+    pub permits: Arc<Semaphore>,
+}
+
+impl Slot {
+    pub fn new(id: &str, version: Version) -> Slot {
+        Slot {
+            id: id.into(),
+            permits: Arc::new(Semaphore::new(version.limits.max_concurrency as usize)),
+            current: ArcSwap::from_pointee(version),
+        }
+    }
+
+    /// The version new work should run on.
+    pub fn current(&self) -> Arc<Version> {
+        self.current.load_full()
+    }
+}
+
+/// Every component of the app, by id.
+#[derive(Default)]
+pub struct Registry {
+    slots: HashMap<String, Arc<Slot>>,
+}
+
+impl Registry {
+    pub fn new(slots: impl IntoIterator<Item = Slot>) -> Registry {
+        Registry {
+            slots: slots
+                .into_iter()
+                .map(|s| (s.id.to_string(), Arc::new(s)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Slot>> {
+        self.slots.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        self.slots.values()
+    }
+}

@@ -1,0 +1,528 @@
+//! Configuration: the Spin manifest and runtime config, read, checked and resolved once at
+//! load into an [`App`], so nothing on the request path parses or validates configuration.
+
+pub mod berth;
+pub mod manifest;
+pub mod runtime_config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::capabilities::http_inbound::router::RoutePattern;
+use crate::capabilities::http_outbound::AllowedHosts;
+use crate::capabilities::variables::Template;
+use berth::{Auth, ComponentSettings};
+use manifest::{ComponentRef, HttpTrigger, Manifest, RouteSpec, Source};
+
+pub use manifest::{AppVariable, Build};
+pub use runtime_config::RuntimeConfig;
+
+/// A manifest or runtime config that cannot be used, with every problem found in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path} has {} problem{}:\n  - {}", .problems.len(), if .problems.len() == 1 { "" } else { "s" }, .problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+/// The application as berth runs it: the manifest, validated, with paths made absolute and
+/// berth's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    pub manifest_path: PathBuf,
+    /// The folder holding the manifest; relative paths in it are relative to this.
+    pub dir: PathBuf,
+    pub variables: BTreeMap<String, AppVariable>,
+    pub routes: Vec<Route>,
+    pub components: BTreeMap<String, ComponentConfig>,
+    pub jwt_secret: Option<Template>,
+    pub max_request_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub pattern: RoutePattern,
+    pub component: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ComponentConfig {
+    pub id: String,
+    pub source: PathBuf,
+    pub allowed_outbound_hosts: AllowedHosts,
+    pub sqlite_databases: Vec<String>,
+    pub key_value_stores: Vec<String>,
+    pub environment: Vec<(String, String)>,
+    pub variables: HashMap<String, Template>,
+    pub build: Option<Build>,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub public_routes: Vec<RoutePattern>,
+    /// Folder of SQL migrations, if it exists.
+    pub migrations: Option<PathBuf>,
+}
+
+/// The sandbox of one component, from `[component.<id>.tool.berth]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub timeout: std::time::Duration,
+    pub max_concurrency: u32,
+    pub max_response_bytes: u64,
+}
+
+impl App {
+    /// Reads and validates `spin.toml`. Every problem is reported, not just the first.
+    pub fn load(manifest_path: &Path) -> Result<App, ConfigError> {
+        let text = std::fs::read_to_string(manifest_path).map_err(|source| ConfigError::Read {
+            path: manifest_path.to_owned(),
+            source,
+        })?;
+        Self::parse(manifest_path, &text)
+    }
+
+    pub fn parse(manifest_path: &Path, text: &str) -> Result<App, ConfigError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: manifest_path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let dir = manifest_path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        let mut problems = Vec::new();
+        let app = validate(manifest, manifest_path, dir, &mut problems);
+        if problems.is_empty() {
+            Ok(app)
+        } else {
+            Err(ConfigError::Invalid {
+                path: manifest_path.to_owned(),
+                problems,
+            })
+        }
+    }
+}
+
+fn validate(m: Manifest, manifest_path: &Path, dir: PathBuf, problems: &mut Vec<String>) -> App {
+    if m.spin_manifest_version != 2 {
+        problems.push(format!(
+            "spin_manifest_version = {} is not supported: berth reads Spin manifest version 2",
+            m.spin_manifest_version
+        ));
+    }
+    for (kind, settings) in &m.application.trigger {
+        let base_only = kind == "http"
+            && settings.as_table().is_some_and(|t| {
+                t.iter()
+                    .all(|(k, v)| k == "base" && v.as_str() == Some("/"))
+            });
+        if !base_only {
+            problems.push(format!(
+                "[application.trigger.{kind}] is not supported by berth (only `base = \"/\"` under http): remove it"
+            ));
+        }
+    }
+    for (name, var) in &m.variables {
+        if !is_variable_name(name) {
+            problems.push(format!(
+                "variable `{name}`: names use lowercase letters, digits and underscores, starting with a letter"
+            ));
+        }
+        match (&var.default, var.required) {
+            (Some(_), true) => problems.push(format!(
+                "variable `{name}` has both `default` and `required = true`: keep one"
+            )),
+            (None, false) => problems.push(format!(
+                "variable `{name}` needs `default = \"…\"` or `required = true`"
+            )),
+            _ => {}
+        }
+    }
+
+    let known_variable = |template: &Template, context: &str, problems: &mut Vec<String>| {
+        for name in template.references() {
+            if !m.variables.contains_key(name) {
+                problems.push(format!(
+                    "{context} refers to `{{{{ {name} }}}}`, which is not declared in [variables]"
+                ));
+            }
+        }
+    };
+
+    let settings = &m.application.tool.berth;
+    let jwt_secret = settings.jwt_secret.as_deref().and_then(|t| {
+        Template::parse(t)
+            .map_err(|e| problems.push(format!("[application.tool.berth] jwt_secret: {e}")))
+            .ok()
+    });
+    if let Some(t) = &jwt_secret {
+        known_variable(t, "[application.tool.berth] jwt_secret", problems);
+    }
+
+    let mut components = BTreeMap::new();
+    let mut database_owner: HashMap<&str, &str> = HashMap::new();
+    let mut store_owner: HashMap<&str, &str> = HashMap::new();
+    for (id, c) in &m.component {
+        if !is_component_id(id) {
+            problems.push(format!(
+                "component id `{id}`: ids use lowercase letters, digits and single dashes, starting with a letter"
+            ));
+        }
+        let at = format!("[component.{id}]");
+        let source = match &c.source {
+            Source::Path(p) => normalize(&dir.join(p)),
+            Source::Remote(_) => {
+                problems.push(format!(
+                    "{at} source: berth loads components from local files; download the component and set `source = \"path/to/{id}.wasm\"`"
+                ));
+                PathBuf::new()
+            }
+        };
+        if !c.files.is_empty() {
+            problems.push(format!(
+                "{at} files: berth gives components no file system; remove `files` and keep data in a database or key-value store"
+            ));
+        }
+        if !c.allowed_http_hosts.is_empty() {
+            problems.push(format!(
+                "{at} allowed_http_hosts is the Spin manifest v1 key: use `allowed_outbound_hosts = [\"https://host\"]`"
+            ));
+        }
+        if !c.ai_models.is_empty() {
+            problems.push(format!(
+                "{at} ai_models: berth does not serve LLM inference"
+            ));
+        }
+        if !c.profile.is_empty() {
+            problems.push(format!(
+                "{at} profile: berth has no build profiles; remove `profile`"
+            ));
+        }
+        if !c.dependencies.is_empty() {
+            problems.push(format!(
+                "{at} dependencies: berth does not compose components; compose them before loading"
+            ));
+        }
+        let allowed_outbound_hosts =
+            AllowedHosts::parse(&c.allowed_outbound_hosts).unwrap_or_else(|e| {
+                problems.push(format!("{at} allowed_outbound_hosts: {e}"));
+                AllowedHosts::default()
+            });
+        for (labels, owners, what) in [
+            (&c.sqlite_databases, &mut database_owner, "sqlite_databases"),
+            (&c.key_value_stores, &mut store_owner, "key_value_stores"),
+        ] {
+            for label in labels {
+                if !is_label(label) {
+                    problems.push(format!(
+                        "{at} {what}: label `{label}` must use letters, digits, `-` and `_`"
+                    ));
+                }
+                if let Some(other) = owners.insert(label, id) {
+                    problems.push(format!(
+                        "{what} label `{label}` is granted to both `{other}` and `{id}`: each component gets its own data, so give one of them another label"
+                    ));
+                }
+            }
+        }
+        let mut variables = HashMap::new();
+        for (name, value) in &c.variables {
+            if !is_variable_name(name) {
+                problems.push(format!(
+                    "{at} variables: `{name}` must use lowercase letters, digits and underscores"
+                ));
+            }
+            match Template::parse(value) {
+                Ok(t) => {
+                    known_variable(&t, &format!("{at} variable `{name}`"), problems);
+                    variables.insert(name.clone(), t);
+                }
+                Err(e) => problems.push(format!("{at} variable `{name}`: {e}")),
+            }
+        }
+        let ComponentSettings {
+            memory_limit_mb,
+            timeout_ms,
+            max_concurrency,
+            max_response_bytes,
+            auth,
+            public_routes,
+            migrations,
+        } = c.tool.berth.clone();
+        let memory_limit_mb = memory_limit_mb.unwrap_or(berth::DEFAULT_MEMORY_LIMIT_MB);
+        if memory_limit_mb == 0 || memory_limit_mb > berth::MAX_MEMORY_LIMIT_MB {
+            problems.push(format!(
+                "{at} tool.berth.memory_limit_mb = {memory_limit_mb}: use 1 to {}",
+                berth::MAX_MEMORY_LIMIT_MB
+            ));
+        }
+        let timeout_ms = timeout_ms.unwrap_or(berth::DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 {
+            problems.push(format!("{at} tool.berth.timeout_ms must be at least 1"));
+        }
+        let max_concurrency = max_concurrency.unwrap_or(berth::DEFAULT_MAX_CONCURRENCY);
+        if max_concurrency == 0 {
+            problems.push(format!(
+                "{at} tool.berth.max_concurrency must be at least 1"
+            ));
+        }
+        let public_routes = public_routes
+            .iter()
+            .filter_map(|r| {
+                RoutePattern::parse(r)
+                    .map_err(|e| problems.push(format!("{at} tool.berth.public_routes: {e}")))
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        if auth == Auth::None && !public_routes.is_empty() {
+            problems.push(format!(
+                "{at} tool.berth.public_routes only means something with `auth = \"jwt\"`"
+            ));
+        }
+        if auth == Auth::Jwt && jwt_secret.is_none() {
+            problems.push(format!(
+                "{at} tool.berth.auth = \"jwt\" needs the key to verify tokens with: set `jwt_secret = \"{{{{ jwt_secret }}}}\"` under [application.tool.berth]"
+            ));
+        }
+        let migrations = match migrations {
+            Some(dir_setting) => {
+                let path = dir.join(dir_setting);
+                if !path.is_dir() {
+                    problems.push(format!(
+                        "{at} tool.berth.migrations: {} is not a folder",
+                        path.display()
+                    ));
+                }
+                Some(path)
+            }
+            None => Some(dir.join("migrations").join(id)).filter(|p| p.is_dir()),
+        };
+        if migrations.is_some() && c.sqlite_databases.len() != 1 {
+            problems.push(format!(
+                "{at} has migrations but {} sqlite databases: migrations need exactly one `sqlite_databases` label to run against",
+                c.sqlite_databases.len()
+            ));
+        }
+        let build = c.build.clone();
+        if let Some(b) = &build
+            && b.command.as_slice().iter().all(|c| c.trim().is_empty())
+        {
+            problems.push(format!("{at} build.command is empty"));
+        }
+        components.insert(
+            id.clone(),
+            ComponentConfig {
+                id: id.clone(),
+                source,
+                allowed_outbound_hosts,
+                sqlite_databases: c.sqlite_databases.clone(),
+                key_value_stores: c.key_value_stores.clone(),
+                environment: c.environment.clone().into_iter().collect(),
+                variables,
+                build,
+                limits: Limits {
+                    memory_bytes: usize::try_from(memory_limit_mb * 1024 * 1024)
+                        .unwrap_or(usize::MAX),
+                    timeout: std::time::Duration::from_millis(timeout_ms),
+                    max_concurrency,
+                    max_response_bytes: max_response_bytes
+                        .unwrap_or(berth::DEFAULT_MAX_RESPONSE_BYTES),
+                },
+                auth,
+                public_routes,
+                migrations,
+            },
+        );
+    }
+
+    let mut routes: Vec<Route> = Vec::new();
+    for (kind, entries) in &m.trigger {
+        if kind != "http" {
+            problems.push(format!(
+                "[[trigger.{kind}]] is not supported by berth: it serves `[[trigger.http]]`; events are subscriptions under [component.<id>.tool.berth]"
+            ));
+            continue;
+        }
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("[[trigger.http]] #{}", i + 1);
+            let trigger: HttpTrigger = match entry.clone().try_into() {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{at}: {}", toml_message(&e)));
+                    continue;
+                }
+            };
+            if trigger.static_response.is_some() {
+                problems.push(format!(
+                    "{at}: static_response is not supported by berth; serve it from a component"
+                ));
+                continue;
+            }
+            if !trigger.components.is_empty() {
+                problems.push(format!(
+                    "{at}: `components` (middleware) is not supported by berth"
+                ));
+                continue;
+            }
+            let Some(component) = trigger.component else {
+                problems.push(format!("{at} needs `component = \"<id>\"`"));
+                continue;
+            };
+            let component = match component {
+                ComponentRef::Id(id) => id,
+                ComponentRef::Inline(_) => {
+                    problems.push(format!(
+                        "{at}: declare the component as [component.<id>] and refer to it by id"
+                    ));
+                    continue;
+                }
+            };
+            if !m.component.contains_key(&component) {
+                problems.push(format!(
+                    "{at} routes to component `{component}`, which has no [component.{component}]"
+                ));
+            }
+            if let Some(executor) = &trigger.executor
+                && !matches!(
+                    executor.get("type").and_then(|t| t.as_str()),
+                    Some("spin" | "http")
+                )
+            {
+                problems.push(format!(
+                    "{at}: only the default `spin` executor is supported (wasi:http components)"
+                ));
+            }
+            let pattern = match &trigger.route {
+                RouteSpec::Path(p) => match RoutePattern::parse(p) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        problems.push(format!("{at}: {e}"));
+                        continue;
+                    }
+                },
+                RouteSpec::Private(p) if p.private => RoutePattern::private(),
+                RouteSpec::Private(_) => {
+                    problems.push(format!(
+                        "{at}: route = {{ private = false }} means nothing: give a path"
+                    ));
+                    continue;
+                }
+            };
+            if let Some(other) = routes
+                .iter()
+                .find(|r| !r.pattern.is_private() && r.pattern == pattern)
+            {
+                problems.push(format!(
+                    "{at}: route `{pattern}` of `{component}` is already routed to `{}`",
+                    other.component
+                ));
+            }
+            routes.push(Route { pattern, component });
+        }
+    }
+
+    App {
+        name: m.application.name,
+        manifest_path: manifest_path.to_owned(),
+        dir,
+        variables: m.variables,
+        routes,
+        components,
+        jwt_secret,
+        max_request_bytes: settings
+            .max_request_bytes
+            .unwrap_or(berth::DEFAULT_MAX_REQUEST_BYTES),
+    }
+}
+
+/// Removes `.` and `..` without touching the file system, so paths print the way a user
+/// would write them.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn toml_message(e: &toml::de::Error) -> String {
+    e.message().to_owned()
+}
+
+/// Spin's id rule: words of ASCII letters and digits, each starting with a letter and
+/// either all lowercase or all uppercase, joined by `sep`.
+fn is_id(s: &str, sep: char, lowercase_only: bool) -> bool {
+    !s.is_empty()
+        && s.split(sep).all(|word| {
+            let mut letters = word.chars().filter(|c| c.is_ascii_alphabetic());
+            word.starts_with(|c: char| c.is_ascii_alphabetic())
+                && word.chars().all(|c| c.is_ascii_alphanumeric())
+                && (letters.clone().all(|c| c.is_ascii_lowercase())
+                    || (!lowercase_only && letters.all(|c| c.is_ascii_uppercase())))
+        })
+}
+
+/// Component ids are kebab-case (`order`, `payment-provider`).
+fn is_component_id(s: &str) -> bool {
+    is_id(s, '-', false)
+}
+
+/// Variable names are lower snake_case (`jwt_secret`).
+pub fn is_variable_name(s: &str) -> bool {
+    is_id(s, '_', true)
+}
+
+/// Database and store labels are kebab-case or snake_case.
+fn is_label(s: &str) -> bool {
+    is_id(s, '-', false) || is_id(s, '_', false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_spin_rules() {
+        for ok in ["order", "payment-provider", "API-v2", "a1"] {
+            assert!(is_component_id(ok), "{ok}");
+        }
+        for bad in ["", "Order", "api-2", "a--b", "a_b", "-a", "a-"] {
+            assert!(!is_component_id(bad), "{bad}");
+        }
+        for ok in ["jwt_secret", "a1_b"] {
+            assert!(is_variable_name(ok), "{ok}");
+        }
+        for bad in ["JWT", "a__b", "_a", "a-b", "1a"] {
+            assert!(!is_variable_name(bad), "{bad}");
+        }
+        assert!(is_label("users") && is_label("user_db") && is_label("user-db"));
+        assert!(!is_label("user db") && !is_label("user-db_x"));
+    }
+}

@@ -1,0 +1,3 @@
+//! The control plane: the admin API, on its own listener, behind its own token.
+
+pub mod admin;

@@ -1,0 +1,154 @@
+//! The wasmtime engine, one per process: the pooling allocator with copy-on-write memory
+//! images, epoch interruption driven by a single ticker thread, and the on-disk cache of
+//! compiled components keyed by the wasm's sha256 and the engine's compatibility hash.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of deadlines and of the yields that keep a
+/// busy guest from starving the other tasks on its worker thread.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Component instances alive at once across the process (the pool's size).
+const MAX_INSTANCES: u32 = 1000;
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    cache_dir: PathBuf,
+    /// Part of every cache file name: artifacts of another wasmtime build or config are
+    /// never loaded.
+    compat: Arc<str>,
+}
+
+/// A compiled component and where it came from.
+pub struct Compiled {
+    pub component: Component,
+    /// `sha256:<hex>` of the wasm bytes.
+    pub digest: String,
+    pub from_cache: bool,
+    pub took: Duration,
+}
+
+impl Engine {
+    pub fn new(cache_dir: PathBuf) -> anyhow::Result<Engine> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .parallel_compilation(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            // A Rust component is a main module plus small shim modules.
+            .total_core_instances(MAX_INSTANCES * 4)
+            .total_memories(MAX_INSTANCES)
+            .total_tables(MAX_INSTANCES * 2)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size(
+                usize::try_from(crate::config::berth::MAX_MEMORY_LIMIT_MB << 20)
+                    .unwrap_or(usize::MAX),
+            );
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let inner = wasmtime::Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasm engine")?;
+
+        let mut hasher = Sha256Hasher(Sha256::new());
+        inner.precompile_compatibility_hash().hash(&mut hasher);
+        let compat = hex::encode(&hasher.0.finalize()[..8]).into();
+
+        let weak = inner.weak();
+        std::thread::Builder::new()
+            .name("berth-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("cannot start the epoch ticker")?;
+
+        Ok(Engine {
+            inner,
+            cache_dir,
+            compat,
+        })
+    }
+
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    /// Compiles `wasm`, or loads the artifact an earlier run left in the cache. Runs on a
+    /// blocking thread: compiling takes seconds and must not stall the request workers.
+    pub async fn compile(&self, wasm: Arc<[u8]>) -> anyhow::Result<Compiled> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.compile_blocking(&wasm))
+            .await
+            .context("the compiler thread panicked")?
+    }
+
+    fn compile_blocking(&self, wasm: &[u8]) -> anyhow::Result<Compiled> {
+        let started = Instant::now();
+        let sha = hex::encode(Sha256::digest(wasm));
+        let digest = format!("sha256:{sha}");
+        let path = self.cache_dir.join(format!("{sha}-{}.cwasm", self.compat));
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of an engine with the
+            // same compatibility hash (it is in the name), into the data dir, which berth
+            // trusts like its own binary. wasmtime still checks the header and version.
+            match unsafe { Component::deserialize_file(&self.inner, &path) } {
+                Ok(component) => {
+                    return Ok(Compiled {
+                        component,
+                        digest,
+                        from_cache: true,
+                        took: started.elapsed(),
+                    });
+                }
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    "ignoring an unusable cached artifact ({e}); compiling again"
+                ),
+            }
+        }
+        let component = Component::new(&self.inner, wasm)?;
+        if let Err(e) = self.store_artifact(&path, &component) {
+            tracing::warn!("could not cache the compiled component: {e:#}");
+        }
+        Ok(Compiled {
+            component,
+            digest,
+            from_cache: false,
+            took: started.elapsed(),
+        })
+    }
+
+    fn store_artifact(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        let bytes = component.serialize()?;
+        crate::files::write_atomic(path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// Feeds `Hash` output into sha256, for a hash that is stable across runs.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only the sha256 digest is read")
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

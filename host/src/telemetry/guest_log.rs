@@ -1,0 +1,104 @@
+//! Guest stdout and stderr as log events, a line at a time, tagged with the component and
+//! the trace id so a panic message lands next to the request that caused it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// Longer lines are split, so a guest cannot grow host memory by never writing a newline.
+const MAX_LINE: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct GuestOutput {
+    component: Arc<str>,
+    trace_id: Arc<str>,
+    stream: &'static str,
+}
+
+impl GuestOutput {
+    pub fn new(component: Arc<str>, trace_id: Arc<str>, stream: &'static str) -> GuestOutput {
+        GuestOutput {
+            component,
+            trace_id,
+            stream,
+        }
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            out: self.clone(),
+            line: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    out: GuestOutput,
+    line: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let GuestOutput {
+            component,
+            trace_id,
+            stream,
+        } = &self.out;
+        if *stream == "stderr" {
+            tracing::warn!(target: "berth::guest", component = %component, trace_id = %trace_id, stream, "{text}");
+        } else {
+            tracing::info!(target: "berth::guest", component = %component, trace_id = %trace_id, stream, "{text}");
+        }
+        self.line.clear();
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        for &byte in buf {
+            this.line.push(byte);
+            if byte == b'\n' || this.line.len() >= MAX_LINE {
+                this.emit();
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.line.is_empty() {
+            this.emit();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.emit();
+        }
+    }
+}

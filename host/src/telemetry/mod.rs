@@ -1,0 +1,36 @@
+//! Logs and traces: `tracing` everywhere, W3C trace context in and out, and guest
+//! stdout/stderr turned into log events tagged with the component and the trace id.
+//!
+//! `BERTH_LOG` (or `RUST_LOG`) sets the filter, `info` by default; `BERTH_LOG_FORMAT=json`
+//! writes one JSON object per line for log shippers.
+
+mod guest_log;
+mod trace_context;
+
+pub use guest_log::GuestOutput;
+pub use trace_context::TraceContext;
+
+use std::io::IsTerminal as _;
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init() {
+    let filter = std::env::var("BERTH_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("berth: ignoring the log filter `{filter}` ({e}); using `info`");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let result = if std::env::var("BERTH_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second init (tests start many hosts in one process) keeps the first subscriber.
+    drop(result);
+}

@@ -1,0 +1,293 @@
+//! Starting real hosts for tests: built components, a fresh data dir, port 0, and an HTTP
+//! client that talks to them the way any client would.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use berth::host::{Host, Options};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+pub const SHOP: &str = "spin.toml";
+pub const SANDBOX: &str = "tests/apps/sandbox.toml";
+
+/// Builds the components of both test apps once per test run, through `berth build`.
+pub fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        for manifest in [SHOP, SANDBOX] {
+            let output = berth_command()
+                .args(["build", "--manifest"])
+                .arg(repo(manifest))
+                .output()
+                .expect("run berth build");
+            assert!(
+                output.status.success(),
+                "berth build --manifest {manifest} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    });
+}
+
+pub fn berth_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .env("BERTH_CACHE_DIR", cache_dir())
+        .env_remove("BERTH_ADMIN_TOKEN");
+    command
+}
+
+/// Compiled components are shared by every test, as a long-lived host would keep them.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("berth-cache")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+    pub data_dir: TempDir,
+    pub admin_token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The shop (`spin.toml`) on port 0 with a fresh data dir.
+pub async fn spawn_shop() -> TestApp {
+    spawn(SHOP).await
+}
+
+pub async fn spawn(manifest: &str) -> TestApp {
+    ensure_built();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let options = Options {
+        manifest: repo(manifest),
+        runtime_config: None,
+        data_dir: Some(data_dir.path().to_owned()),
+        cache_dir: Some(cache_dir()),
+    };
+    let host = Host::load(&options).await.expect("the host loads");
+    let admin_token = host.admin_token.clone();
+    let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(host.serve(public, admin, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        admin: admin_url,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        data_dir,
+        admin_token,
+        stop: Some(stop),
+    }
+}
+
+/// A response read whole: status, headers and body (JSON when it parses).
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Asserts the API's JSON error shape and returns its code.
+    pub fn error_code(&self) -> &str {
+        let trace_id = self.json["traceId"].as_str().unwrap_or_default();
+        assert_eq!(trace_id.len(), 32, "error without a traceId: {}", self.text);
+        assert!(
+            self.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error without a message: {}",
+            self.text
+        );
+        self.json["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+/// A registered, logged-in user.
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Reply::from(request.send().await.expect("GET")).await
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        self.send_json(reqwest::Method::POST, path, token, body)
+            .await
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Reply {
+        self.post(
+            "/api/v1/users/register",
+            None,
+            &json!({"email": email, "password": password, "firstName": "Ada", "lastName": "Lovelace"}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.post(
+            "/api/v1/users/login",
+            None,
+            &json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    /// A new user with a unique email, logged in.
+    pub async fn user(&self) -> User {
+        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+        let registered = self.register(&email, "correct horse battery").await;
+        assert_eq!(registered.status, 201, "{}", registered.text);
+        let login = self.login(&email, "correct horse battery").await;
+        assert_eq!(login.status, 200, "{}", login.text);
+        User {
+            id: login.json["user"]["id"].as_str().unwrap().to_owned(),
+            email,
+            token: login.json["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn create_order(&self, user: &User, quantity: i64) -> Reply {
+        self.post("/api/v1/orders", Some(&user.token), &order_body(quantity))
+            .await
+    }
+
+    /// The HS256 key the host generated for this data dir.
+    pub fn jwt_secret(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("secrets/jwt_secret"))
+            .expect("the generated jwt secret")
+    }
+}
+
+pub fn order_body(quantity: i64) -> Value {
+    json!({
+        "items": [
+            {"productId": "book-1", "quantity": quantity, "unitPriceCents": 1999},
+            {"productId": "pen-2", "quantity": 1, "unitPriceCents": 250}
+        ],
+        "currency": "USD",
+        "paymentMethodId": "pm_card_visa",
+        "shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}
+    })
+}
+
+/// Signs a JWT as a token issuer with `secret` would.
+pub fn sign_jwt(secret: &[u8], claims: &Value) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::Mac as _;
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signed.as_bytes());
+    format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Writes a payment straight into the payment service's database, as the order saga will,
+/// and returns its id.
+pub async fn seed_payment(app: &TestApp, user: &User, order_id: &str, amount_cents: i64) -> String {
+    let path = app.data_dir.path().join("sqlite/payments.db");
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(path))
+            .await
+            .expect("the payments database exists");
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status, provider_ref, failure_reason, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'USD', 'succeeded', 'ch_test_1', NULL, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+    )
+    .bind(&id)
+    .bind(order_id)
+    .bind(&user.id)
+    .bind(amount_cents)
+    .execute(&pool)
+    .await
+    .expect("insert a payment");
+    pool.close().await;
+    id
+}
