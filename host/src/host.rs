@@ -10,13 +10,17 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::capabilities::http_inbound::auth::JwtVerifier;
+use wasmtime::component::Linker;
+
+use crate::capabilities::http_inbound::router::RoutePattern;
 use crate::capabilities::http_inbound::{Gateway, Target, server, short_digest};
 use crate::capabilities::{key_value, sql, variables};
 use crate::components::loader::{self, Backends};
 use crate::components::{Registry, Slot};
-use crate::config::{App, RuntimeConfig};
+use crate::config::{App, ComponentConfig, RuntimeConfig};
 use crate::control::admin::Admin;
 use crate::engine::Engine;
+use crate::state::InvocationState;
 
 /// How long a stopping host lets open requests finish.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -76,24 +80,166 @@ fn load_config(options: &Options) -> anyhow::Result<(App, RuntimeConfig)> {
     Ok((app, runtime))
 }
 
-/// Joins per-component failures into one error that lists them all.
-fn all_or_report<T>(
-    results: Vec<(String, Result<T, String>)>,
+/// Runs `work` for every component at once; fails listing every component it failed for.
+async fn each_component<'a, T, Work, Fut>(
+    app: &'a App,
     what: &str,
-) -> anyhow::Result<Vec<(String, T)>> {
-    let mut ok = Vec::new();
+    work: Work,
+) -> anyhow::Result<Vec<(String, T)>>
+where
+    Work: Fn(&'a ComponentConfig) -> Fut,
+    Fut: Future<Output = Result<T, loader::LoadError>>,
+{
+    let work = &work;
+    let runs = app
+        .components
+        .values()
+        .map(|config| async move { (config, work(config).await) });
+    let mut done = Vec::new();
     let mut failed = Vec::new();
-    for (id, result) in results {
+    for (config, result) in futures::future::join_all(runs).await {
         match result {
-            Ok(v) => ok.push((id, v)),
-            Err(e) => failed.push(format!("component `{id}`: {e}")),
+            Ok(value) => done.push((config.id.clone(), value)),
+            Err(e) => failed.push(format!(
+                "component `{}`: {} {e}",
+                config.id,
+                config.source.display()
+            )),
         }
     }
     if failed.is_empty() {
-        Ok(ok)
+        Ok(done)
     } else {
         anyhow::bail!("{what}:\n  - {}", failed.join("\n  - "))
     }
+}
+
+/// Opens every database and key-value store the manifest grants.
+async fn open_backends(
+    app: &App,
+    runtime: &RuntimeConfig,
+    data_dir: &Path,
+) -> anyhow::Result<(
+    HashMap<String, Arc<dyn sql::Database>>,
+    HashMap<String, Arc<dyn key_value::Store>>,
+)> {
+    let mut databases = HashMap::new();
+    let mut stores = HashMap::new();
+    for component in app.components.values() {
+        for label in &component.sqlite_databases {
+            let config = runtime.sqlite_database.get(label);
+            let db = sql::build(label, config, runtime.dir(), data_dir)
+                .await
+                .with_context(|| format!("database `{label}` of component `{}`", component.id))?;
+            databases.insert(label.clone(), db);
+        }
+        for label in &component.key_value_stores {
+            let config = runtime.key_value_store.get(label);
+            let store = key_value::build(label, config, runtime.dir(), data_dir)
+                .await
+                .with_context(|| {
+                    format!("key-value store `{label}` of component `{}`", component.id)
+                })?;
+            stores.insert(label.clone(), store);
+        }
+    }
+    Ok((databases, stores))
+}
+
+/// Resolves every app variable. `mint_jwt_secret` lets a missing JWT key be generated into
+/// the data dir (`berth up`); without it (`berth check`) a missing JWT key is not an error.
+async fn resolve_variables(
+    app: &App,
+    runtime: &RuntimeConfig,
+    data_dir: &Path,
+    mint_jwt_secret: bool,
+) -> anyhow::Result<variables::Resolved> {
+    let providers = variables::build(
+        &runtime.variables_provider,
+        runtime.dir(),
+        app,
+        data_dir,
+        mint_jwt_secret,
+    );
+    let mut errors = match variables::resolve(app, &providers).await {
+        Ok(resolved) => return Ok(resolved),
+        Err(errors) => errors,
+    };
+    if !mint_jwt_secret {
+        let minted: Vec<&str> = app.jwt_secret.iter().flat_map(|t| t.references()).collect();
+        errors.retain(|e| {
+            !matches!(e, variables::VariablesError::Missing { name, .. } if minted.contains(&name.as_str()))
+        });
+        if errors.is_empty() {
+            return Ok(variables::Resolved::default());
+        }
+    }
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    anyhow::bail!(
+        "{} cannot be resolved:\n  - {}",
+        app.manifest_path.display(),
+        errors.join("\n  - ")
+    )
+}
+
+fn jwt_verifier(app: &App, values: &variables::Resolved) -> anyhow::Result<Option<JwtVerifier>> {
+    let Some(template) = &app.jwt_secret else {
+        return Ok(None);
+    };
+    let key = values.render(template);
+    anyhow::ensure!(
+        key.len() >= 16,
+        "[application.tool.berth] jwt_secret resolves to {} bytes; use at least 16 random bytes",
+        key.len()
+    );
+    Ok(Some(JwtVerifier::new(key.as_bytes())))
+}
+
+/// Loads every component; fails listing each component that did not load.
+async fn load_components(
+    app: &App,
+    engine: &Engine,
+    linker: &Linker<InvocationState>,
+    backends: &Backends,
+) -> anyhow::Result<Registry> {
+    let versions = each_component(app, "components failed to load", |config| async move {
+        let prepared =
+            loader::prepare(engine, linker, config, loader::read_source(config)?).await?;
+        tracing::info!(
+            component = %config.id,
+            digest = short_digest(&prepared.digest),
+            cached = prepared.from_cache,
+            took_ms = prepared.compile_time.as_millis() as u64,
+            "compiled"
+        );
+        loader::activate(prepared, config, backends).await
+    })
+    .await?;
+    Ok(Registry::new(
+        versions
+            .into_iter()
+            .map(|(id, version)| Slot::new(&id, version)),
+    ))
+}
+
+/// The gateway's routing table: each manifest route bound to its component's slot.
+fn targets(app: &App, registry: &Registry) -> Vec<(RoutePattern, Target)> {
+    app.routes
+        .iter()
+        .filter_map(|route| {
+            let slot = registry.get(&route.component)?.clone();
+            let config = &app.components[&route.component];
+            Some((
+                route.pattern.clone(),
+                Target {
+                    slot,
+                    raw_route: route.pattern.to_string(),
+                    auth: config.auth,
+                    public_routes: config.public_routes.clone().into(),
+                },
+            ))
+        })
+        .collect()
 }
 
 impl Host {
@@ -105,132 +251,25 @@ impl Host {
             .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
         let engine = Engine::new(options.cache_dir(&data_dir))?;
         let linker = crate::linker::build(engine.wasmtime())?;
-
-        let mut backends = Backends {
-            databases: HashMap::new(),
-            stores: HashMap::new(),
-            variables: variables::Resolved::default(),
+        let (databases, stores) = open_backends(&app, &runtime, &data_dir).await?;
+        let variables = resolve_variables(&app, &runtime, &data_dir, true).await?;
+        let jwt = jwt_verifier(&app, &variables)?;
+        let backends = Backends {
+            databases,
+            stores,
+            variables,
         };
-        for component in app.components.values() {
-            for label in &component.sqlite_databases {
-                let db = sql::build(
-                    label,
-                    runtime.sqlite_database.get(label),
-                    runtime.dir(),
-                    &data_dir,
-                )
-                .await
-                .with_context(|| format!("database `{label}` of component `{}`", component.id))?;
-                backends.databases.insert(label.clone(), db);
-            }
-            for label in &component.key_value_stores {
-                let store = key_value::build(
-                    label,
-                    runtime.key_value_store.get(label),
-                    runtime.dir(),
-                    &data_dir,
-                )
-                .await
-                .with_context(|| {
-                    format!("key-value store `{label}` of component `{}`", component.id)
-                })?;
-                backends.stores.insert(label.clone(), store);
-            }
-        }
-        let providers = variables::build(
-            &runtime.variables_provider,
-            runtime.dir(),
-            &app,
-            &data_dir,
-            true,
-        );
-        backends.variables = variables::resolve(&app, &providers)
-            .await
-            .map_err(|errors| {
-                anyhow::anyhow!(
-                    "{} cannot be resolved:\n  - {}",
-                    app.manifest_path.display(),
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n  - ")
-                )
-            })?;
-        let jwt = match &app.jwt_secret {
-            Some(template) => {
-                let key = backends.variables.render(template);
-                anyhow::ensure!(
-                    key.len() >= 16,
-                    "[application.tool.berth] jwt_secret resolves to {} bytes; use at least 16 random bytes",
-                    key.len()
-                );
-                Some(JwtVerifier::new(key.as_bytes()))
-            }
-            None => None,
-        };
-
-        let loads = app.components.values().map(|config| {
-            let (engine, linker, backends) = (&engine, &linker, &backends);
-            async move {
-                let result = async {
-                    let wasm = loader::read_source(config)?;
-                    let prepared = loader::prepare(engine, linker, config, wasm).await?;
-                    tracing::info!(
-                        component = %config.id,
-                        digest = short_digest(&prepared.digest),
-                        cached = prepared.from_cache,
-                        took_ms = prepared.compile_time.as_millis() as u64,
-                        "compiled"
-                    );
-                    loader::activate(prepared, config, backends).await
-                }
-                .await
-                .map_err(|e| format!("{} {e}", config.source.display()));
-                (config.id.clone(), result)
-            }
-        });
-        let versions = all_or_report(
-            futures::future::join_all(loads).await,
-            "components failed to load",
-        )?;
-        let registry = Arc::new(Registry::new(
-            versions
-                .into_iter()
-                .map(|(id, version)| Slot::new(&id, version)),
-        ));
-
-        let routes = app
-            .routes
-            .iter()
-            .filter_map(|route| {
-                let slot = registry.get(&route.component)?.clone();
-                let config = &app.components[&route.component];
-                Some((
-                    route.pattern.clone(),
-                    Target {
-                        slot,
-                        raw_route: route.pattern.to_string(),
-                        auth: config.auth,
-                        public_routes: config.public_routes.clone().into(),
-                    },
-                ))
-            })
-            .collect();
+        let registry = Arc::new(load_components(&app, &engine, &linker, &backends).await?);
         let gateway = Arc::new(Gateway::new(
-            routes,
-            engine.clone(),
+            targets(&app, &registry),
+            engine,
             jwt,
             app.max_request_bytes,
         ));
         let admin_token = admin_token(&data_dir)?;
         let admin = Arc::new(Admin::new(
             &admin_token,
-            backends
-                .databases
-                .iter()
-                .map(|(l, d)| (l.clone(), d.clone()))
-                .collect(),
+            backends.databases.into_iter().collect(),
         ));
         Ok(Host {
             app: Arc::new(app),
@@ -247,45 +286,18 @@ impl Host {
     pub async fn check(options: &Options) -> anyhow::Result<Vec<Checked>> {
         let (app, runtime) = load_config(options)?;
         let data_dir = options.data_dir(&app);
-        // `berth up` would mint the JWT key; a check must not write it, only allow for it.
-        let providers = variables::build(
-            &runtime.variables_provider,
-            runtime.dir(),
-            &app,
-            &data_dir,
-            false,
-        );
-        let minted: Vec<&str> = app.jwt_secret.iter().flat_map(|t| t.references()).collect();
-        if let Err(errors) = variables::resolve(&app, &providers).await.map_err(|mut errors| {
-            errors.retain(|e| !matches!(e, variables::VariablesError::Missing { name, .. } if minted.contains(&name.as_str())));
-            errors
-        }) && !errors.is_empty()
-        {
-            anyhow::bail!(
-                "{} cannot be resolved:\n  - {}",
-                app.manifest_path.display(),
-                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - ")
-            );
-        }
+        resolve_variables(&app, &runtime, &data_dir, false).await?;
         let engine = Engine::new(options.cache_dir(&data_dir))?;
         let linker = crate::linker::build(engine.wasmtime())?;
-        let checks = app.components.values().map(|config| {
+        let checked = each_component(&app, "components failed the check", |config| {
             let (engine, linker) = (&engine, &linker);
             async move {
-                let result = async {
-                    let wasm = loader::read_source(config)?;
-                    let prepared = loader::prepare(engine, linker, config, wasm).await?;
-                    Ok::<_, loader::LoadError>((prepared.digest, prepared.imports))
-                }
-                .await
-                .map_err(|e| format!("{} {e}", config.source.display()));
-                (config.id.clone(), result)
+                let prepared =
+                    loader::prepare(engine, linker, config, loader::read_source(config)?).await?;
+                Ok((prepared.digest, prepared.imports))
             }
-        });
-        let checked = all_or_report(
-            futures::future::join_all(checks).await,
-            "components failed the check",
-        )?;
+        })
+        .await?;
         Ok(checked
             .into_iter()
             .map(|(id, (digest, imports))| Checked {

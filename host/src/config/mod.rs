@@ -20,6 +20,10 @@ pub use runtime_config::RuntimeConfig;
 /// A manifest or runtime config that cannot be used, with every problem found in it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "there is no {path}: run berth in the app's folder, or pass --manifest path/to/spin.toml"
+    )]
+    NoManifest { path: PathBuf },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -85,9 +89,17 @@ pub struct Limits {
 impl App {
     /// Reads and validates `spin.toml`. Every problem is reported, not just the first.
     pub fn load(manifest_path: &Path) -> Result<App, ConfigError> {
-        let text = std::fs::read_to_string(manifest_path).map_err(|source| ConfigError::Read {
-            path: manifest_path.to_owned(),
-            source,
+        let text = std::fs::read_to_string(manifest_path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::NoManifest {
+                    path: manifest_path.to_owned(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: manifest_path.to_owned(),
+                    source,
+                }
+            }
         })?;
         Self::parse(manifest_path, &text)
     }
@@ -507,6 +519,195 @@ fn is_label(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(manifest: &str) -> Result<App, ConfigError> {
+        App::parse(Path::new("/app/spin.toml"), manifest)
+    }
+
+    fn problems(manifest: &str) -> String {
+        match parse(manifest) {
+            Ok(_) => panic!("accepted:\n{manifest}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const HEADER: &str = "spin_manifest_version = 2\n[application]\nname = \"t\"\n";
+
+    #[test]
+    fn a_full_manifest_parses_with_defaults_filled_in() {
+        let app = parse(&format!(
+            r#"{HEADER}
+            [application.trigger.http]
+            base = "/"
+            [application.tool.berth]
+            jwt_secret = "{{{{ key }}}}"
+            [application.tool.other-tool]
+            anything = 1
+            [variables]
+            key = {{ required = true, secret = true }}
+            [[trigger.http]]
+            route = "/api/..."
+            component = "api"
+            [[trigger.http]]
+            route = {{ private = true }}
+            component = "worker"
+            executor = {{ type = "http" }}
+            [component.api]
+            source = "api.wasm"
+            sqlite_databases = ["api_db"]
+            environment = {{ MODE = "test" }}
+            variables = {{ secret = "{{{{ key }}}}" }}
+            allowed_outbound_hosts = ["https://example.com"]
+            [component.api.build]
+            command = ["make a", "make b"]
+            workdir = "api"
+            [component.api.tool.berth]
+            auth = "jwt"
+            public_routes = ["/api/health"]
+            timeout_ms = 250
+            [component.worker]
+            source = "../worker/worker.wasm"
+            "#
+        ))
+        .unwrap();
+        assert_eq!(app.routes.len(), 2);
+        assert!(app.routes[1].pattern.is_private());
+        let api = &app.components["api"];
+        assert_eq!(api.source, Path::new("/app/api.wasm"));
+        assert_eq!(
+            app.components["worker"].source,
+            Path::new("/worker/worker.wasm")
+        );
+        assert_eq!(api.environment, [("MODE".to_owned(), "test".to_owned())]);
+        assert_eq!(api.auth, Auth::Jwt);
+        assert_eq!(api.limits.timeout, std::time::Duration::from_millis(250));
+        assert_eq!(api.limits.memory_bytes, 128 << 20);
+        assert_eq!(api.limits.max_concurrency, berth::DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(api.build.as_ref().unwrap().command.as_slice().len(), 2);
+        assert_eq!(app.max_request_bytes, 1 << 20);
+        assert!(app.jwt_secret.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = problems(&format!(
+            "{HEADER}[component.a]\nsource = \"a.wasm\"\nsqlite_database = []\n"
+        ));
+        assert!(
+            err.contains("/app/spin.toml") && err.contains("unknown field `sqlite_database`"),
+            "{err}"
+        );
+        let err = problems(&format!(
+            "{HEADER}[component.a]\nsource = \"a.wasm\"\n[component.a.tool.berth]\nmemory_mb = 1\n"
+        ));
+        assert!(
+            err.contains("tool.berth") && err.contains("memory_mb"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_label_shared_by_two_components_is_refused_with_both_names() {
+        let err = problems(&format!(
+            "{HEADER}[component.a]\nsource = \"a.wasm\"\nsqlite_databases = [\"db\"]\n\
+             [component.b]\nsource = \"b.wasm\"\nsqlite_databases = [\"db\"]\n"
+        ));
+        assert!(
+            err.contains("sqlite_databases label `db` is granted to both `a` and `b`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = problems(&format!(
+            r#"{HEADER}
+            [variables]
+            both = {{ default = "x", required = true }}
+            neither = {{}}
+            [[trigger.http]]
+            route = "no-slash"
+            component = "a"
+            [[trigger.http]]
+            route = "/x"
+            component = "ghost"
+            [component.a]
+            source = "a.wasm"
+            variables = {{ v = "{{{{ undeclared }}}}" }}
+            [component.a.tool.berth]
+            auth = "jwt"
+            memory_limit_mb = 0
+            "#
+        ));
+        for expected in [
+            "has both `default` and `required = true`",
+            "needs `default = \"…\"` or `required = true`",
+            "must start with `/`",
+            "component `ghost`, which has no [component.ghost]",
+            "`{{ undeclared }}`, which is not declared in [variables]",
+            "auth = \"jwt\" needs the key",
+            "memory_limit_mb = 0",
+        ] {
+            assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+        }
+        assert!(err.contains("7 problems"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_routes_and_spin_only_features_are_refused() {
+        let err = problems(&format!(
+            "{HEADER}[[trigger.http]]\nroute = \"/a\"\ncomponent = \"c\"\n\
+             [[trigger.http]]\nroute = \"/a/\"\ncomponent = \"c\"\n\
+             [[trigger.redis]]\nchannel = \"x\"\ncomponent = \"c\"\n\
+             [component.c]\nsource = {{ url = \"https://x/c.wasm\", digest = \"sha256:0\" }}\nfiles = [\"static/**\"]\n"
+        ));
+        for expected in [
+            "already routed",
+            "[[trigger.redis]] is not supported",
+            "local files",
+            "no file system",
+        ] {
+            assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn only_manifest_version_two_is_read() {
+        let err = problems("spin_manifest_version = 1\n[application]\nname = \"t\"\n");
+        assert!(err.contains("manifest version 2"), "{err}");
+    }
+
+    #[test]
+    fn runtime_config_reads_spin_sections_and_refuses_unknown_ones() {
+        let ok: RuntimeConfig = toml::from_str(
+            r#"
+            [sqlite_database.db]
+            type = "spin"
+            path = "data/db.sqlite"
+            [key_value_store.cache]
+            type = "memory"
+            [[variables_provider]]
+            type = "env"
+            prefix = "SHOP"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(ok.sqlite_database.len(), 1);
+        assert_eq!(ok.variables_provider.len(), 1);
+        for bad in [
+            "[sqlite_database.db]\ntype = \"libsql\"\n",
+            "[sqlite_database.db]\ntype = \"spin\"\npth = \"x\"\n",
+            "[llm_compute]\ntype = \"spin\"\n",
+        ] {
+            assert!(toml::from_str::<RuntimeConfig>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_are_normalized_for_display() {
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+        assert_eq!(normalize(Path::new("../x")), Path::new("../x"));
+    }
 
     #[test]
     fn ids_follow_spin_rules() {

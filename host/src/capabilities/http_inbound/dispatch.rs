@@ -32,6 +32,8 @@ use crate::telemetry::{GuestOutput, TraceContext};
 pub enum Failure {
     #[error("is at its limit of {0} concurrent invocations")]
     Busy(u32),
+    #[error("cannot start: the host is running as many instances as it can hold")]
+    HostFull,
     #[error("did not finish within its {0} ms deadline")]
     Timeout(u128),
     #[error("ran out of memory (limit {0} MiB)")]
@@ -69,18 +71,7 @@ pub async fn invoke(
         };
     let deadline = Instant::now() + limits.timeout;
 
-    let mut store = Store::new(engine.wasmtime(), state(slot, &version, trace));
-    store.limiter(|s| &mut s.limits);
-    store.set_epoch_deadline(1);
-    let wasm_deadline = deadline.into_std();
-    store.epoch_deadline_callback(move |_| {
-        if std::time::Instant::now() >= wasm_deadline {
-            Err(DeadlineExceeded.into())
-        } else {
-            // Give the worker thread back every tick, so a busy guest cannot starve others.
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
+    let mut store = new_store(engine, slot, &version, trace, deadline);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (guest_request, outparam) = {
         let mut http = store.data_mut().http();
@@ -130,6 +121,30 @@ pub async fn invoke(
     }
 }
 
+/// A Store for one invocation: its limits, and a deadline that traps the guest once passed
+/// and otherwise yields the worker thread every epoch tick, so a busy guest cannot starve
+/// the others.
+fn new_store(
+    engine: &Engine,
+    slot: &Slot,
+    version: &Version,
+    trace: &TraceContext,
+    deadline: Instant,
+) -> Store<InvocationState> {
+    let mut store = Store::new(engine.wasmtime(), state(slot, version, trace));
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    let deadline = deadline.into_std();
+    store.epoch_deadline_callback(move |_| {
+        if std::time::Instant::now() >= deadline {
+            Err(DeadlineExceeded.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
 /// The Store's data for one invocation: cheap handles onto the version's load-time state.
 fn state(slot: &Slot, version: &Version, trace: &TraceContext) -> InvocationState {
     let trace_id: Arc<str> = trace.trace_id_hex().into();
@@ -165,6 +180,12 @@ fn classify(error: wasmtime::Error, limits: &crate::config::Limits) -> Failure {
         || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
     {
         return Failure::Timeout(limits.timeout.as_millis());
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return Failure::HostFull;
     }
     let message = format!("{error:#}");
     if message.contains("forcing trap when growing memory") {

@@ -304,7 +304,7 @@ fn guest_headers(parts: &mut http::request::Parts, cx: GuestContext) {
 fn failure_response(failure: Failure, component: &str) -> ApiError {
     let message = format!("component `{component}` {failure}");
     match failure {
-        Failure::Busy(_) => {
+        Failure::Busy(_) | Failure::HostFull => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMPONENT_BUSY", message)
                 .with_header(header::RETRY_AFTER, "1")
         }
