@@ -133,6 +133,14 @@ impl Reply {
             .unwrap_or_default()
     }
 
+    /// The fields a `VALIDATION_FAILED` error names, in order.
+    pub fn error_fields(&self) -> Vec<&str> {
+        self.json["error"]["details"]
+            .as_array()
+            .map(|details| details.iter().filter_map(|d| d["field"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
     /// Asserts the API's JSON error shape and returns its code.
     pub fn error_code(&self) -> &str {
         let trace_id = self.json["traceId"].as_str().unwrap_or_default();
@@ -222,6 +230,20 @@ impl TestApp {
     pub async fn create_order(&self, user: &User, quantity: i64) -> Reply {
         self.post("/api/v1/orders", Some(&user.token), &order_body(quantity))
             .await
+    }
+
+    pub async fn create_order_with_key(&self, user: &User, key: &str, quantity: i64) -> Reply {
+        Reply::from(
+            self.client
+                .post(self.url("/api/v1/orders"))
+                .bearer_auth(&user.token)
+                .header("idempotency-key", key)
+                .json(&order_body(quantity))
+                .send()
+                .await
+                .expect("POST /api/v1/orders"),
+        )
+        .await
     }
 
     /// The HS256 key the host generated for this data dir.

@@ -195,26 +195,13 @@ async fn the_running_host_matches_openapi_yaml() {
         email: email.into(),
         token: token.clone(),
     };
-    let keyed = |key: &'static str, quantity: i64| {
-        let app = &app;
-        let token = token.clone();
-        async move {
-            Reply::from(
-                app.client
-                    .post(app.url(orders))
-                    .bearer_auth(token)
-                    .header("idempotency-key", key)
-                    .json(&order_body(quantity))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }
-    };
-    let order = keyed("spec-1", 1).await;
+    let order = app.create_order_with_key(&user, "spec-1", 1).await;
     spec.check("post", orders, &order);
-    spec.check("post", orders, &keyed("spec-1", 2).await);
+    spec.check(
+        "post",
+        orders,
+        &app.create_order_with_key(&user, "spec-1", 2).await,
+    );
     spec.check(
         "post",
         orders,

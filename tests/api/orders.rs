@@ -45,12 +45,7 @@ async fn order_validation_names_every_bad_field() {
         .await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.error_code(), "VALIDATION_FAILED");
-    let fields: Vec<&str> = reply.json["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = reply.error_fields();
     assert_eq!(
         fields,
         [
@@ -83,38 +78,24 @@ async fn orders_need_a_token() {
     assert_eq!(reply.error_code(), "AUTH_REQUIRED");
 }
 
-async fn create_with_key(app: &TestApp, user: &User, key: &str, quantity: i64) -> Reply {
-    Reply::from(
-        app.client
-            .post(app.url("/api/v1/orders"))
-            .bearer_auth(&user.token)
-            .header("idempotency-key", key)
-            .json(&order_body(quantity))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_idempotency_key_returns_the_same_order() {
     let app = spawn_shop().await;
     let user = app.user().await;
-    let first = create_with_key(&app, &user, "checkout-42", 2).await;
+    let first = app.create_order_with_key(&user, "checkout-42", 2).await;
     assert_eq!(first.status, 201, "{}", first.text);
-    let retry = create_with_key(&app, &user, "checkout-42", 2).await;
+    let retry = app.create_order_with_key(&user, "checkout-42", 2).await;
     assert_eq!(retry.status, 201);
     assert_eq!(retry.json["id"], first.json["id"]);
     assert_eq!(retry.header("idempotent-replayed"), "true");
 
-    let different = create_with_key(&app, &user, "checkout-42", 5).await;
+    let different = app.create_order_with_key(&user, "checkout-42", 5).await;
     assert_eq!(different.status, 409);
     assert_eq!(different.error_code(), "IDEMPOTENCY_KEY_REUSED");
 
     // Keys belong to their user: another user's identical key is a new order.
     let other = app.user().await;
-    let theirs = create_with_key(&app, &other, "checkout-42", 2).await;
+    let theirs = app.create_order_with_key(&other, "checkout-42", 2).await;
     assert_eq!(theirs.status, 201);
     assert_ne!(theirs.json["id"], first.json["id"]);
 
@@ -126,7 +107,7 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_same_order() {
 async fn concurrent_retries_with_one_key_create_one_order() {
     let app = spawn_shop().await;
     let user = app.user().await;
-    let attempts = (0..8).map(|_| create_with_key(&app, &user, "double-click", 1));
+    let attempts = (0..8).map(|_| app.create_order_with_key(&user, "double-click", 1));
     let replies = futures::future::join_all(attempts).await;
     let ids: std::collections::HashSet<_> = replies
         .iter()

@@ -47,12 +47,7 @@ async fn registration_validation_names_every_bad_field() {
         .await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.error_code(), "VALIDATION_FAILED");
-    let fields: Vec<&str> = reply.json["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = reply.error_fields();
     assert_eq!(fields, ["email", "password", "firstName", "lastName"]);
 
     let missing = app.post("/api/v1/users/register", None, &json!({})).await;

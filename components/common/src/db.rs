@@ -55,6 +55,19 @@ impl Db {
     }
 }
 
+/// A text column of a row, or a 500 naming it: a missing column is a bug in this service.
+pub fn text_column(row: &spin_sdk::sqlite::Row<'_>, name: &str) -> Result<String, ApiError> {
+    row.get::<&str>(name)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::internal(format!("column `{name}` is missing")))
+}
+
+/// An integer column of a row, or a 500 naming it.
+pub fn int_column(row: &spin_sdk::sqlite::Row<'_>, name: &str) -> Result<i64, ApiError> {
+    row.get::<i64>(name)
+        .ok_or_else(|| ApiError::internal(format!("column `{name}` is missing")))
+}
+
 pub enum DbError {
     /// A UNIQUE constraint refused the write.
     Conflict,

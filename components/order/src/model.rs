@@ -1,7 +1,7 @@
 //! Orders as the API shows them, as the client sends them, and as rows.
 
 use common::ApiError;
-use common::db::{int, text};
+use common::db::{int, int_column, text, text_column};
 use common::validate::Validator;
 use serde::{Deserialize, Serialize};
 use spin_sdk::sqlite::{Row, Value};
@@ -215,11 +215,7 @@ impl Order {
     }
 
     pub fn from_row(row: &Row<'_>) -> Result<Order, ApiError> {
-        let field = |name: &str| {
-            row.get::<&str>(name)
-                .map(str::to_owned)
-                .ok_or_else(|| ApiError::internal(format!("orders.{name} is missing")))
-        };
+        let field = |name: &str| text_column(row, name);
         let items = serde_json::from_str(&field("items")?).map_err(ApiError::internal)?;
         let shipping_address =
             serde_json::from_str(&field("shipping_address")?).map_err(ApiError::internal)?;
@@ -227,9 +223,7 @@ impl Order {
             id: field("id")?,
             user_id: field("user_id")?,
             items,
-            total_cents: row
-                .get::<i64>("total_cents")
-                .ok_or_else(|| ApiError::internal("orders.total_cents is missing"))?,
+            total_cents: int_column(row, "total_cents")?,
             currency: field("currency")?,
             status: field("status")?,
             payment_id: row.get::<&str>("payment_id").map(str::to_owned),

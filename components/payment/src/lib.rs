@@ -6,7 +6,7 @@
 //! | `GET /api/v1/payments?orderId=` | the caller's payments (for one order when given) |
 //! | `GET /api/v1/payments/{id}` | one of the caller's payments |
 
-use common::db::{Db, text};
+use common::db::{Db, int_column, text, text_column};
 use common::{ApiError, ApiResult, Ctx, FieldError, json, segments};
 use serde::Serialize;
 use spin_sdk::http::{Method, Request, Response};
@@ -48,17 +48,11 @@ struct Payment {
 }
 
 fn payment_from(row: &spin_sdk::sqlite::Row<'_>) -> Result<Payment, ApiError> {
-    let field = |name: &str| {
-        row.get::<&str>(name)
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::internal(format!("payments.{name} is missing")))
-    };
+    let field = |name: &str| text_column(row, name);
     Ok(Payment {
         id: field("id")?,
         order_id: field("order_id")?,
-        amount_cents: row
-            .get::<i64>("amount_cents")
-            .ok_or_else(|| ApiError::internal("payments.amount_cents is missing"))?,
+        amount_cents: int_column(row, "amount_cents")?,
         currency: field("currency")?,
         status: field("status")?,
         provider_ref: row.get::<&str>("provider_ref").map(str::to_owned),

@@ -11,7 +11,7 @@
 mod password;
 mod token;
 
-use common::db::{Db, DbError, text};
+use common::db::{Db, DbError, text, text_column};
 use common::validate::{Validator, is_email};
 use common::{ApiError, ApiResult, Ctx, json, parse_json, segments};
 use serde::{Deserialize, Serialize};
@@ -53,11 +53,7 @@ struct User {
 const USER_COLUMNS: &str = "id, email, first_name, last_name, created_at";
 
 fn user_from(row: &spin_sdk::sqlite::Row<'_>) -> Result<User, ApiError> {
-    let field = |name: &str| {
-        row.get::<&str>(name)
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::internal(format!("users.{name} is missing")))
-    };
+    let field = |name: &str| text_column(row, name);
     Ok(User {
         id: field("id")?,
         email: field("email")?,

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tracing::Instrument as _;
 
@@ -144,36 +144,11 @@ impl Gateway {
 
         let user = self.authenticate(&request, target, &path)?;
         let (mut parts, body) = request.into_parts();
-        let limit = self.max_request_bytes;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BODY_TOO_LARGE",
-                format!("the request body is larger than the limit of {limit} bytes"),
-            )
-        };
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit) {
-            return Err(too_large());
-        }
-        let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large()
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "BODY_UNREADABLE",
-                        format!("the request body could not be read: {e}"),
-                    )
-                }
-            })?
-            .to_bytes();
+        let body = read_body(body, declared, self.max_request_bytes).await?;
 
         guest_headers(
             &mut parts,
@@ -232,6 +207,62 @@ impl Gateway {
                     .with_header(header::WWW_AUTHENTICATE, "Bearer")
             })
     }
+}
+
+/// How much of an over-long body is read and thrown away before answering 413, so that a
+/// client still sending sees the answer instead of a reset connection.
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// The whole request body, up to `limit` bytes; 413 beyond it, declared or streamed.
+async fn read_body(
+    mut body: Incoming,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BODY_TOO_LARGE",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+        .with_header(header::CONNECTION, "close")
+    };
+    if declared.is_some_and(|len| len > limit) {
+        drain(body).await;
+        return Err(too_large());
+    }
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BODY_UNREADABLE",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (buffer.len() + data.len()) as u64 > limit {
+                drain(body).await;
+                return Err(too_large());
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+async fn drain(mut body: Incoming) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut drained = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 struct GuestContext<'a> {

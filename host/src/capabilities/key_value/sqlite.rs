@@ -1,10 +1,9 @@
 //! The SQLite backend: one WAL-mode file per label, the layout Spin's own store uses.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+use sqlx::sqlite::SqlitePool;
 
 use super::{Store, StoreError};
 
@@ -14,19 +13,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePool::connect_with(options)
-            .await
-            .with_context(|| format!("cannot open key-value store {}", path.display()))?;
+        let pool = crate::capabilities::sql::sqlite::open_pool(path, 8).await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS spin_key_value (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
         )

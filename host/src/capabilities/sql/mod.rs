@@ -11,7 +11,7 @@
 
 mod host;
 pub mod migrate;
-mod sqlite;
+pub(crate) mod sqlite;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

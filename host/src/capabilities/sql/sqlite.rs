@@ -23,29 +23,34 @@ pub struct SqliteDatabase {
 
 impl SqliteDatabase {
     pub async fn open(path: &Path) -> anyhow::Result<SqliteDatabase> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL with NORMAL is durable against process crashes; only an OS crash can lose
-            // the last transactions.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5))
-            .statement_cache_capacity(256);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(16)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
-        Ok(SqliteDatabase { pool })
+        Ok(SqliteDatabase {
+            pool: open_pool(path, 16).await?,
+        })
     }
+}
+
+/// A pool on a SQLite file, created if missing: WAL, so readers never wait for the writer;
+/// NORMAL sync, durable against process crashes (an OS crash can lose the last commits);
+/// a busy timeout, so writers queue instead of failing; prepared statements cached.
+pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Result<SqlitePool> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5))
+        .statement_cache_capacity(256);
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot open SQLite database {}", path.display()))
 }
 
 #[async_trait::async_trait]
