@@ -134,140 +134,201 @@ impl App {
 }
 
 fn validate(m: Manifest, manifest_path: &Path, dir: PathBuf, problems: &mut Vec<String>) -> App {
-    if m.spin_manifest_version != 2 {
-        problems.push(format!(
-            "spin_manifest_version = {} is not supported: berth reads Spin manifest version 2",
-            m.spin_manifest_version
-        ));
+    let mut check = Checker {
+        m: &m,
+        dir: &dir,
+        problems,
+    };
+    check.application();
+    let jwt_secret = check.jwt_secret();
+    check.label_owners();
+    let components = m
+        .component
+        .iter()
+        .map(|(id, c)| (id.clone(), check.component(id, c, jwt_secret.is_some())))
+        .collect();
+    let routes = check.routes();
+    App {
+        name: m.application.name,
+        manifest_path: manifest_path.to_owned(),
+        dir,
+        variables: m.variables,
+        routes,
+        components,
+        jwt_secret,
+        max_request_bytes: m
+            .application
+            .tool
+            .berth
+            .max_request_bytes
+            .unwrap_or(berth::DEFAULT_MAX_REQUEST_BYTES),
     }
-    for (kind, settings) in &m.application.trigger {
-        let base_only = kind == "http"
-            && settings.as_table().is_some_and(|t| {
-                t.iter()
-                    .all(|(k, v)| k == "base" && v.as_str() == Some("/"))
-            });
-        if !base_only {
-            problems.push(format!(
+}
+
+/// Checks one manifest, collecting every problem instead of stopping at the first.
+struct Checker<'a> {
+    m: &'a Manifest,
+    dir: &'a Path,
+    problems: &'a mut Vec<String>,
+}
+
+impl Checker<'_> {
+    /// The manifest version, application settings and `[variables]`.
+    fn application(&mut self) {
+        if self.m.spin_manifest_version != 2 {
+            self.problems.push(format!(
+                "spin_manifest_version = {} is not supported: berth reads Spin manifest version 2",
+                self.m.spin_manifest_version
+            ));
+        }
+        for (kind, settings) in &self.m.application.trigger {
+            let base_only = kind == "http"
+                && settings.as_table().is_some_and(|t| {
+                    t.iter()
+                        .all(|(k, v)| k == "base" && v.as_str() == Some("/"))
+                });
+            if !base_only {
+                self.problems.push(format!(
                 "[application.trigger.{kind}] is not supported by berth (only `base = \"/\"` under http): remove it"
             ));
+            }
         }
-    }
-    for (name, var) in &m.variables {
-        if !is_variable_name(name) {
-            problems.push(format!(
+        for (name, var) in &self.m.variables {
+            if !is_variable_name(name) {
+                self.problems.push(format!(
                 "variable `{name}`: names use lowercase letters, digits and underscores, starting with a letter"
             ));
-        }
-        match (&var.default, var.required) {
-            (Some(_), true) => problems.push(format!(
-                "variable `{name}` has both `default` and `required = true`: keep one"
-            )),
-            (None, false) => problems.push(format!(
-                "variable `{name}` needs `default = \"…\"` or `required = true`"
-            )),
-            _ => {}
+            }
+            match (&var.default, var.required) {
+                (Some(_), true) => self.problems.push(format!(
+                    "variable `{name}` has both `default` and `required = true`: keep one"
+                )),
+                (None, false) => self.problems.push(format!(
+                    "variable `{name}` needs `default = \"…\"` or `required = true`"
+                )),
+                _ => {}
+            }
         }
     }
 
-    let known_variable = |template: &Template, context: &str, problems: &mut Vec<String>| {
+    /// Every `{{ name }}` in `template` must be an application variable.
+    fn known_variables(&mut self, template: &Template, context: &str) {
         for name in template.references() {
-            if !m.variables.contains_key(name) {
-                problems.push(format!(
+            if !self.m.variables.contains_key(name) {
+                self.problems.push(format!(
                     "{context} refers to `{{{{ {name} }}}}`, which is not declared in [variables]"
                 ));
             }
         }
-    };
-
-    let settings = &m.application.tool.berth;
-    let jwt_secret = settings.jwt_secret.as_deref().and_then(|t| {
-        Template::parse(t)
-            .map_err(|e| problems.push(format!("[application.tool.berth] jwt_secret: {e}")))
-            .ok()
-    });
-    if let Some(t) = &jwt_secret {
-        known_variable(t, "[application.tool.berth] jwt_secret", problems);
     }
 
-    let mut components = BTreeMap::new();
-    let mut database_owner: HashMap<&str, &str> = HashMap::new();
-    let mut store_owner: HashMap<&str, &str> = HashMap::new();
-    for (id, c) in &m.component {
+    fn jwt_secret(&mut self) -> Option<Template> {
+        let settings = &self.m.application.tool.berth;
+        let jwt_secret = settings.jwt_secret.as_deref().and_then(|t| {
+            Template::parse(t)
+                .map_err(|e| {
+                    self.problems
+                        .push(format!("[application.tool.berth] jwt_secret: {e}"))
+                })
+                .ok()
+        });
+        if let Some(t) = &jwt_secret {
+            self.known_variables(t, "[application.tool.berth] jwt_secret");
+        }
+        jwt_secret
+    }
+
+    /// A database or store label belongs to one component (invariant 1).
+    fn label_owners(&mut self) {
+        let mut database_owner: HashMap<&str, &str> = HashMap::new();
+        let mut store_owner: HashMap<&str, &str> = HashMap::new();
+        for (id, c) in &self.m.component {
+            let at = format!("[component.{id}]");
+            for (labels, owners, what) in [
+                (&c.sqlite_databases, &mut database_owner, "sqlite_databases"),
+                (&c.key_value_stores, &mut store_owner, "key_value_stores"),
+            ] {
+                for label in labels {
+                    if !is_label(label) {
+                        self.problems.push(format!(
+                            "{at} {what}: label `{label}` must use letters, digits, `-` and `_`"
+                        ));
+                    }
+                    if let Some(other) = owners.insert(label, id) {
+                        self.problems.push(format!(
+                            "{what} label `{label}` is granted to both `{other}` and `{id}`: each component gets its own data, so give one of them another label"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn component(
+        &mut self,
+        id: &str,
+        c: &manifest::Component,
+        jwt_secret: bool,
+    ) -> ComponentConfig {
         if !is_component_id(id) {
-            problems.push(format!(
-                "component id `{id}`: ids use lowercase letters, digits and single dashes, starting with a letter"
-            ));
+            self.problems.push(format!(
+            "component id `{id}`: ids use lowercase letters, digits and single dashes, starting with a letter"
+        ));
         }
         let at = format!("[component.{id}]");
         let source = match &c.source {
-            Source::Path(p) => normalize(&dir.join(p)),
+            Source::Path(p) => normalize(&self.dir.join(p)),
             Source::Remote(_) => {
-                problems.push(format!(
-                    "{at} source: berth loads components from local files; download the component and set `source = \"path/to/{id}.wasm\"`"
-                ));
+                self.problems.push(format!(
+                "{at} source: berth loads components from local files; download the component and set `source = \"path/to/{id}.wasm\"`"
+            ));
                 PathBuf::new()
             }
         };
         if !c.files.is_empty() {
-            problems.push(format!(
-                "{at} files: berth gives components no file system; remove `files` and keep data in a database or key-value store"
-            ));
+            self.problems.push(format!(
+            "{at} files: berth gives components no file system; remove `files` and keep data in a database or key-value store"
+        ));
         }
         if !c.allowed_http_hosts.is_empty() {
-            problems.push(format!(
-                "{at} allowed_http_hosts is the Spin manifest v1 key: use `allowed_outbound_hosts = [\"https://host\"]`"
-            ));
+            self.problems.push(format!(
+            "{at} allowed_http_hosts is the Spin manifest v1 key: use `allowed_outbound_hosts = [\"https://host\"]`"
+        ));
         }
         if !c.ai_models.is_empty() {
-            problems.push(format!(
+            self.problems.push(format!(
                 "{at} ai_models: berth does not serve LLM inference"
             ));
         }
         if !c.profile.is_empty() {
-            problems.push(format!(
+            self.problems.push(format!(
                 "{at} profile: berth has no build profiles; remove `profile`"
             ));
         }
         if !c.dependencies.is_empty() {
-            problems.push(format!(
+            self.problems.push(format!(
                 "{at} dependencies: berth does not compose components; compose them before loading"
             ));
         }
         let allowed_outbound_hosts =
             AllowedHosts::parse(&c.allowed_outbound_hosts).unwrap_or_else(|e| {
-                problems.push(format!("{at} allowed_outbound_hosts: {e}"));
+                self.problems
+                    .push(format!("{at} allowed_outbound_hosts: {e}"));
                 AllowedHosts::default()
             });
-        for (labels, owners, what) in [
-            (&c.sqlite_databases, &mut database_owner, "sqlite_databases"),
-            (&c.key_value_stores, &mut store_owner, "key_value_stores"),
-        ] {
-            for label in labels {
-                if !is_label(label) {
-                    problems.push(format!(
-                        "{at} {what}: label `{label}` must use letters, digits, `-` and `_`"
-                    ));
-                }
-                if let Some(other) = owners.insert(label, id) {
-                    problems.push(format!(
-                        "{what} label `{label}` is granted to both `{other}` and `{id}`: each component gets its own data, so give one of them another label"
-                    ));
-                }
-            }
-        }
         let mut variables = HashMap::new();
         for (name, value) in &c.variables {
             if !is_variable_name(name) {
-                problems.push(format!(
+                self.problems.push(format!(
                     "{at} variables: `{name}` must use lowercase letters, digits and underscores"
                 ));
             }
             match Template::parse(value) {
                 Ok(t) => {
-                    known_variable(&t, &format!("{at} variable `{name}`"), problems);
+                    self.known_variables(&t, &format!("{at} variable `{name}`"));
                     variables.insert(name.clone(), t);
                 }
-                Err(e) => problems.push(format!("{at} variable `{name}`: {e}")),
+                Err(e) => self.problems.push(format!("{at} variable `{name}`: {e}")),
             }
         }
         let ComponentSettings {
@@ -281,18 +342,19 @@ fn validate(m: Manifest, manifest_path: &Path, dir: PathBuf, problems: &mut Vec<
         } = c.tool.berth.clone();
         let memory_limit_mb = memory_limit_mb.unwrap_or(berth::DEFAULT_MEMORY_LIMIT_MB);
         if memory_limit_mb == 0 || memory_limit_mb > berth::MAX_MEMORY_LIMIT_MB {
-            problems.push(format!(
+            self.problems.push(format!(
                 "{at} tool.berth.memory_limit_mb = {memory_limit_mb}: use 1 to {}",
                 berth::MAX_MEMORY_LIMIT_MB
             ));
         }
         let timeout_ms = timeout_ms.unwrap_or(berth::DEFAULT_TIMEOUT_MS);
         if timeout_ms == 0 {
-            problems.push(format!("{at} tool.berth.timeout_ms must be at least 1"));
+            self.problems
+                .push(format!("{at} tool.berth.timeout_ms must be at least 1"));
         }
         let max_concurrency = max_concurrency.unwrap_or(berth::DEFAULT_MAX_CONCURRENCY);
         if max_concurrency == 0 {
-            problems.push(format!(
+            self.problems.push(format!(
                 "{at} tool.berth.max_concurrency must be at least 1"
             ));
         }
@@ -300,168 +362,158 @@ fn validate(m: Manifest, manifest_path: &Path, dir: PathBuf, problems: &mut Vec<
             .iter()
             .filter_map(|r| {
                 RoutePattern::parse(r)
-                    .map_err(|e| problems.push(format!("{at} tool.berth.public_routes: {e}")))
+                    .map_err(|e| {
+                        self.problems
+                            .push(format!("{at} tool.berth.public_routes: {e}"))
+                    })
                     .ok()
             })
             .collect::<Vec<_>>();
         if auth == Auth::None && !public_routes.is_empty() {
-            problems.push(format!(
+            self.problems.push(format!(
                 "{at} tool.berth.public_routes only means something with `auth = \"jwt\"`"
             ));
         }
-        if auth == Auth::Jwt && jwt_secret.is_none() {
-            problems.push(format!(
-                "{at} tool.berth.auth = \"jwt\" needs the key to verify tokens with: set `jwt_secret = \"{{{{ jwt_secret }}}}\"` under [application.tool.berth]"
-            ));
+        if auth == Auth::Jwt && !jwt_secret {
+            self.problems.push(format!(
+            "{at} tool.berth.auth = \"jwt\" needs the key to verify tokens with: set `jwt_secret = \"{{{{ jwt_secret }}}}\"` under [application.tool.berth]"
+        ));
         }
         let migrations = match migrations {
             Some(dir_setting) => {
-                let path = dir.join(dir_setting);
+                let path = self.dir.join(dir_setting);
                 if !path.is_dir() {
-                    problems.push(format!(
+                    self.problems.push(format!(
                         "{at} tool.berth.migrations: {} is not a folder",
                         path.display()
                     ));
                 }
                 Some(path)
             }
-            None => Some(dir.join("migrations").join(id)).filter(|p| p.is_dir()),
+            None => Some(self.dir.join("migrations").join(id)).filter(|p| p.is_dir()),
         };
         if migrations.is_some() && c.sqlite_databases.len() != 1 {
-            problems.push(format!(
-                "{at} has migrations but {} sqlite databases: migrations need exactly one `sqlite_databases` label to run against",
-                c.sqlite_databases.len()
-            ));
+            self.problems.push(format!(
+            "{at} has migrations but {} sqlite databases: migrations need exactly one `sqlite_databases` label to run against",
+            c.sqlite_databases.len()
+        ));
         }
         let build = c.build.clone();
         if let Some(b) = &build
             && b.command.as_slice().iter().all(|c| c.trim().is_empty())
         {
-            problems.push(format!("{at} build.command is empty"));
+            self.problems.push(format!("{at} build.command is empty"));
         }
-        components.insert(
-            id.clone(),
-            ComponentConfig {
-                id: id.clone(),
-                source,
-                allowed_outbound_hosts,
-                sqlite_databases: c.sqlite_databases.clone(),
-                key_value_stores: c.key_value_stores.clone(),
-                environment: c.environment.clone().into_iter().collect(),
-                variables,
-                build,
-                limits: Limits {
-                    memory_bytes: usize::try_from(memory_limit_mb * 1024 * 1024)
-                        .unwrap_or(usize::MAX),
-                    timeout: std::time::Duration::from_millis(timeout_ms),
-                    max_concurrency,
-                    max_response_bytes: max_response_bytes
-                        .unwrap_or(berth::DEFAULT_MAX_RESPONSE_BYTES),
-                },
-                auth,
-                public_routes,
-                migrations,
+        ComponentConfig {
+            id: id.to_owned(),
+            source,
+            allowed_outbound_hosts,
+            sqlite_databases: c.sqlite_databases.clone(),
+            key_value_stores: c.key_value_stores.clone(),
+            environment: c.environment.clone().into_iter().collect(),
+            variables,
+            build,
+            limits: Limits {
+                memory_bytes: usize::try_from(memory_limit_mb * 1024 * 1024).unwrap_or(usize::MAX),
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                max_concurrency,
+                max_response_bytes: max_response_bytes.unwrap_or(berth::DEFAULT_MAX_RESPONSE_BYTES),
             },
-        );
+            auth,
+            public_routes,
+            migrations,
+        }
     }
 
-    let mut routes: Vec<Route> = Vec::new();
-    for (kind, entries) in &m.trigger {
-        if kind != "http" {
-            problems.push(format!(
+    fn routes(&mut self) -> Vec<Route> {
+        let mut routes: Vec<Route> = Vec::new();
+        for (kind, entries) in &self.m.trigger {
+            if kind != "http" {
+                self.problems.push(format!(
                 "[[trigger.{kind}]] is not supported by berth: it serves `[[trigger.http]]`; events are subscriptions under [component.<id>.tool.berth]"
             ));
-            continue;
-        }
-        for (i, entry) in entries.iter().enumerate() {
-            let at = format!("[[trigger.http]] #{}", i + 1);
-            let trigger: HttpTrigger = match entry.clone().try_into() {
-                Ok(t) => t,
-                Err(e) => {
-                    problems.push(format!("{at}: {}", toml_message(&e)));
-                    continue;
-                }
-            };
-            if trigger.static_response.is_some() {
-                problems.push(format!(
-                    "{at}: static_response is not supported by berth; serve it from a component"
-                ));
                 continue;
             }
-            if !trigger.components.is_empty() {
-                problems.push(format!(
-                    "{at}: `components` (middleware) is not supported by berth"
-                ));
-                continue;
-            }
-            let Some(component) = trigger.component else {
-                problems.push(format!("{at} needs `component = \"<id>\"`"));
-                continue;
-            };
-            let component = match component {
-                ComponentRef::Id(id) => id,
-                ComponentRef::Inline(_) => {
-                    problems.push(format!(
-                        "{at}: declare the component as [component.<id>] and refer to it by id"
-                    ));
-                    continue;
-                }
-            };
-            if !m.component.contains_key(&component) {
-                problems.push(format!(
-                    "{at} routes to component `{component}`, which has no [component.{component}]"
-                ));
-            }
-            if let Some(executor) = &trigger.executor
-                && !matches!(
-                    executor.get("type").and_then(|t| t.as_str()),
-                    Some("spin" | "http")
-                )
-            {
-                problems.push(format!(
-                    "{at}: only the default `spin` executor is supported (wasi:http components)"
-                ));
-            }
-            let pattern = match &trigger.route {
-                RouteSpec::Path(p) => match RoutePattern::parse(p) {
-                    Ok(p) => p,
+            for (i, entry) in entries.iter().enumerate() {
+                let at = format!("[[trigger.http]] #{}", i + 1);
+                let trigger: HttpTrigger = match entry.clone().try_into() {
+                    Ok(t) => t,
                     Err(e) => {
-                        problems.push(format!("{at}: {e}"));
+                        self.problems.push(format!("{at}: {}", toml_message(&e)));
                         continue;
                     }
-                },
-                RouteSpec::Private(p) if p.private => RoutePattern::private(),
-                RouteSpec::Private(_) => {
-                    problems.push(format!(
-                        "{at}: route = {{ private = false }} means nothing: give a path"
+                };
+                if trigger.static_response.is_some() {
+                    self.problems.push(format!(
+                        "{at}: static_response is not supported by berth; serve it from a component"
                     ));
                     continue;
                 }
-            };
-            if let Some(other) = routes
-                .iter()
-                .find(|r| !r.pattern.is_private() && r.pattern == pattern)
-            {
-                problems.push(format!(
-                    "{at}: route `{pattern}` of `{component}` is already routed to `{}`",
-                    other.component
+                if !trigger.components.is_empty() {
+                    self.problems.push(format!(
+                        "{at}: `components` (middleware) is not supported by berth"
+                    ));
+                    continue;
+                }
+                let Some(component) = trigger.component else {
+                    self.problems
+                        .push(format!("{at} needs `component = \"<id>\"`"));
+                    continue;
+                };
+                let component = match component {
+                    ComponentRef::Id(id) => id,
+                    ComponentRef::Inline(_) => {
+                        self.problems.push(format!(
+                            "{at}: declare the component as [component.<id>] and refer to it by id"
+                        ));
+                        continue;
+                    }
+                };
+                if !self.m.component.contains_key(&component) {
+                    self.problems.push(format!(
+                    "{at} routes to component `{component}`, which has no [component.{component}]"
                 ));
+                }
+                if let Some(executor) = &trigger.executor
+                    && !matches!(
+                        executor.get("type").and_then(|t| t.as_str()),
+                        Some("spin" | "http")
+                    )
+                {
+                    self.problems.push(format!(
+                        "{at}: only the default `spin` executor is supported (wasi:http components)"
+                    ));
+                }
+                let pattern = match &trigger.route {
+                    RouteSpec::Path(p) => match RoutePattern::parse(p) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.problems.push(format!("{at}: {e}"));
+                            continue;
+                        }
+                    },
+                    RouteSpec::Private(p) if p.private => RoutePattern::private(),
+                    RouteSpec::Private(_) => {
+                        self.problems.push(format!(
+                            "{at}: route = {{ private = false }} means nothing: give a path"
+                        ));
+                        continue;
+                    }
+                };
+                if let Some(other) = routes
+                    .iter()
+                    .find(|r| !r.pattern.is_private() && r.pattern == pattern)
+                {
+                    self.problems.push(format!(
+                        "{at}: route `{pattern}` of `{component}` is already routed to `{}`",
+                        other.component
+                    ));
+                }
+                routes.push(Route { pattern, component });
             }
-            routes.push(Route { pattern, component });
         }
-    }
 
-    App {
-        name: m.application.name,
-        manifest_path: manifest_path.to_owned(),
-        dir,
-        variables: m.variables,
-        routes,
-        components,
-        jwt_secret,
-        max_request_bytes: settings
-            .max_request_bytes
-            .unwrap_or(berth::DEFAULT_MAX_REQUEST_BYTES),
+        routes
     }
 }
 
