@@ -54,6 +54,12 @@ impl TraceContext {
     pub fn trace_id_hex(&self) -> String {
         hex::encode(self.trace_id)
     }
+
+    /// The `traceparent` header value for this context.
+    pub fn header(&self) -> http::HeaderValue {
+        http::HeaderValue::try_from(self.to_string())
+            .expect("a traceparent is hex digits and dashes")
+    }
 }
 
 /// The `traceparent` header value.

@@ -18,14 +18,14 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
 
-use super::{Body, BoxError};
+use super::{Body, BoxError, RequestIds};
 use crate::capabilities::http_outbound::OutboundHttp;
 use crate::capabilities::key_value::KvSession;
 use crate::capabilities::sql::SqlSession;
 use crate::components::{Slot, Version};
 use crate::engine::Engine;
 use crate::state::InvocationState;
-use crate::telemetry::{GuestOutput, TraceContext};
+use crate::telemetry::GuestOutput;
 
 /// Why an invocation produced no usable response.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub async fn invoke(
     engine: &Engine,
     slot: &Slot,
     request: Request<Full<Bytes>>,
-    trace: &TraceContext,
+    ids: &RequestIds,
 ) -> Result<Response<Body>, Failure> {
     let version = slot.current();
     let limits = version.limits;
@@ -71,7 +71,7 @@ pub async fn invoke(
         };
     let deadline = Instant::now() + limits.timeout;
 
-    let mut store = new_store(engine, slot, &version, trace, deadline);
+    let mut store = new_store(engine, slot, &version, ids, deadline);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (guest_request, outparam) = {
         let mut http = store.data_mut().http();
@@ -128,10 +128,10 @@ fn new_store(
     engine: &Engine,
     slot: &Slot,
     version: &Version,
-    trace: &TraceContext,
+    ids: &RequestIds,
     deadline: Instant,
 ) -> Store<InvocationState> {
-    let mut store = Store::new(engine.wasmtime(), state(slot, version, trace));
+    let mut store = Store::new(engine.wasmtime(), state(slot, version, ids));
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(1);
     let deadline = deadline.into_std();
@@ -146,16 +146,19 @@ fn new_store(
 }
 
 /// The Store's data for one invocation: cheap handles onto the version's load-time state.
-fn state(slot: &Slot, version: &Version, trace: &TraceContext) -> InvocationState {
-    let trace_id: Arc<str> = trace.trace_id_hex().into();
+fn state(slot: &Slot, version: &Version, ids: &RequestIds) -> InvocationState {
     let mut wasi = WasiCtxBuilder::new();
     wasi.envs(&version.environment)
         .stdout(GuestOutput::new(
             slot.id.clone(),
-            trace_id.clone(),
+            ids.trace_id.clone(),
             "stdout",
         ))
-        .stderr(GuestOutput::new(slot.id.clone(), trace_id, "stderr"));
+        .stderr(GuestOutput::new(
+            slot.id.clone(),
+            ids.trace_id.clone(),
+            "stderr",
+        ));
     InvocationState {
         table: Default::default(),
         wasi: wasi.build(),
@@ -163,7 +166,7 @@ fn state(slot: &Slot, version: &Version, trace: &TraceContext) -> InvocationStat
         outbound: OutboundHttp {
             component: slot.id.clone(),
             allowed: version.allowed_hosts.clone(),
-            traceparent: trace.to_string().parse().ok(),
+            traceparent: ids.traceparent.clone(),
         },
         sql: SqlSession::new(slot.id.clone(), version.databases.clone()),
         kv: KvSession::new(slot.id.clone(), version.stores.clone()),

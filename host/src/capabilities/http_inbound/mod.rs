@@ -42,6 +42,16 @@ pub const USER_ID_HEADER: HeaderName = HeaderName::from_static("x-berth-user-id"
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
+/// Who a request is, formatted once: for logs, error bodies, the guest's headers, the
+/// response, and every outbound call the guest makes.
+pub struct RequestIds {
+    pub request_id: HeaderValue,
+    /// 32 hex digits.
+    pub trace_id: Arc<str>,
+    /// This hop's W3C `traceparent`.
+    pub traceparent: HeaderValue,
+}
+
 /// Where a route leads, resolved at load.
 pub struct Target {
     pub slot: Arc<Slot>,
@@ -92,7 +102,11 @@ impl Gateway {
                 HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
                     .expect("a uuid is a valid header value")
             });
-        let trace_id = trace.trace_id_hex();
+        let ids = RequestIds {
+            request_id,
+            trace_id: trace.trace_id_hex().into(),
+            traceparent: trace.header(),
+        };
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
@@ -101,22 +115,20 @@ impl Gateway {
             component = tracing::field::Empty,
             version = tracing::field::Empty,
             status = tracing::field::Empty,
-            trace_id = %trace_id,
-            request_id = ?request_id,
+            trace_id = %ids.trace_id,
+            request_id = ?ids.request_id,
         );
         let mut response = match self
-            .route(request, client, &trace, &request_id)
+            .route(request, client, &ids)
             .instrument(span.clone())
             .await
         {
             Ok(response) => response,
-            Err(error) => error.into_response(&trace_id),
+            Err(error) => error.into_response(&ids.trace_id),
         };
         let headers = response.headers_mut();
-        headers.insert(REQUEST_ID, request_id);
-        if let Ok(tp) = HeaderValue::try_from(trace.to_string()) {
-            headers.insert(TRACEPARENT, tp);
-        }
+        headers.insert(REQUEST_ID, ids.request_id);
+        headers.insert(TRACEPARENT, ids.traceparent);
         let status = response.status().as_u16();
         span.record("status", status);
         tracing::info!(parent: &span, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
@@ -127,8 +139,7 @@ impl Gateway {
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
-        trace: &TraceContext,
-        request_id: &HeaderValue,
+        ids: &RequestIds,
     ) -> Result<Response<Body>, ApiError> {
         let path = request.uri().path().to_owned();
         let Some((pattern, target, matched)) = self.router.route(&path) else {
@@ -157,13 +168,12 @@ impl Gateway {
                 target,
                 matched: &matched,
                 client,
-                trace,
-                request_id,
+                ids,
                 user,
             },
         );
         let request = Request::from_parts(parts, Full::new(body));
-        dispatch::invoke(&self.engine, &target.slot, request, trace)
+        dispatch::invoke(&self.engine, &target.slot, request, ids)
             .await
             .map_err(|failure| failure_response(failure, &target.slot.id))
     }
@@ -270,8 +280,7 @@ struct GuestContext<'a> {
     target: &'a Target,
     matched: &'a RouteMatch<'a>,
     client: SocketAddr,
-    trace: &'a TraceContext,
-    request_id: &'a HeaderValue,
+    ids: &'a RequestIds,
     user: Option<String>,
 }
 
@@ -290,10 +299,8 @@ fn guest_headers(parts: &mut http::request::Parts, cx: GuestContext) {
     if let Some(user) = cx.user.and_then(|u| HeaderValue::try_from(u).ok()) {
         headers.insert(USER_ID_HEADER, user);
     }
-    if let Ok(tp) = HeaderValue::try_from(cx.trace.to_string()) {
-        headers.insert(TRACEPARENT, tp);
-    }
-    headers.insert(REQUEST_ID, cx.request_id.clone());
+    headers.insert(TRACEPARENT, cx.ids.traceparent.clone());
+    headers.insert(REQUEST_ID, cx.ids.request_id.clone());
 
     let host = parts
         .uri

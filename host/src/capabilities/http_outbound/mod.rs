@@ -208,7 +208,7 @@ pub struct OutboundHttp {
     pub component: Arc<str>,
     pub allowed: Arc<AllowedHosts>,
     /// The invocation's trace context, sent with every request it makes.
-    pub traceparent: Option<HeaderValue>,
+    pub traceparent: HeaderValue,
 }
 
 impl OutboundHttp {
@@ -257,9 +257,9 @@ impl WasiHttpHooks for OutboundHttp {
                 denied.to_string(),
             )))));
         }
-        if let Some(tp) = &self.traceparent {
-            request.headers_mut().insert("traceparent", tp.clone());
-        }
+        request
+            .headers_mut()
+            .insert("traceparent", self.traceparent.clone());
         let span = tracing::info_span!(
             "http.outbound",
             component = %self.component,
@@ -333,7 +333,9 @@ mod tests {
         let hooks = OutboundHttp {
             component: "payment".into(),
             allowed: Arc::new(AllowedHosts::default()),
-            traceparent: None,
+            traceparent: HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
         };
         let denied = hooks
             .check(&"https://api.stripe.com/v1/charges".parse().unwrap())
