@@ -14,6 +14,10 @@ use wasmtime::component::Linker;
 
 use crate::capabilities::http_inbound::router::RoutePattern;
 use crate::capabilities::http_inbound::{Gateway, Target, server, short_digest};
+use crate::capabilities::http_outbound::{Chaining, LocalService};
+use crate::capabilities::messaging::delivery::{Consumer, Responders};
+use crate::capabilities::messaging::relay::Relay;
+use crate::capabilities::messaging::{self, Bus, Messaging, Responder};
 use crate::capabilities::{key_value, sql, variables};
 use crate::components::loader::{self, Backends};
 use crate::components::{Registry, Slot};
@@ -63,8 +67,15 @@ pub struct Host {
     pub data_dir: PathBuf,
     pub admin_token: String,
     pub registry: Arc<Registry>,
+    /// The message bus, when some component publishes or subscribes.
+    pub bus: Option<Arc<dyn Bus>>,
+    /// Whether that bus is NATS (`[messaging] type = "nats"`), for the start-up banner.
+    pub nats_bus: bool,
+    engine: Engine,
     gateway: Arc<Gateway>,
     admin: Arc<Admin>,
+    /// Kept alive here: the messaging capability holds it weakly.
+    _responders: Arc<dyn Responder>,
 }
 
 fn load_config(options: &Options) -> anyhow::Result<(App, RuntimeConfig)> {
@@ -246,6 +257,11 @@ impl Host {
     /// Loads everything; returns only when every component is ready to serve.
     pub async fn load(options: &Options) -> anyhow::Result<Host> {
         let (app, runtime) = load_config(options)?;
+        for c in app.components.values() {
+            if !c.serves_http && c.messaging.subscriptions.is_empty() {
+                tracing::warn!(component = %c.id, "no route and no subscriptions lead to it, so nothing will run it");
+            }
+        }
         let data_dir = options.data_dir(&app);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
@@ -254,30 +270,60 @@ impl Host {
         let (databases, stores) = open_backends(&app, &runtime, &data_dir).await?;
         let variables = resolve_variables(&app, &runtime, &data_dir, true).await?;
         let jwt = jwt_verifier(&app, &variables)?;
+        let messaging = if app.components.values().any(|c| c.messaging.is_used()) {
+            let bus = messaging::build(&runtime.messaging, &app.name, &data_dir)
+                .await
+                .context("cannot open the message bus ([messaging] in the runtime config)")?;
+            Some(Messaging::new(bus))
+        } else {
+            None
+        };
+        let chaining = Arc::new(Chaining::default());
         let backends = Backends {
             databases,
             stores,
             variables,
+            messaging: messaging.clone(),
+            chaining: chaining.clone(),
         };
         let registry = Arc::new(load_components(&app, &engine, &linker, &backends).await?);
         let gateway = Arc::new(Gateway::new(
             targets(&app, &registry),
-            engine,
+            registry.clone(),
+            engine.clone(),
             jwt,
             app.max_request_bytes,
         ));
+        let local: Arc<dyn LocalService> = gateway.clone();
+        chaining.connect(Arc::downgrade(&local));
+        let responders: Arc<dyn Responder> = Arc::new(Responders {
+            engine: engine.clone(),
+            subscribers: subscribers(&app, &registry),
+        });
+        let bus = messaging.as_ref().map(|m| m.bus.clone());
+        if let Some(messaging) = &messaging {
+            messaging.set_responder(Arc::downgrade(&responders));
+        }
+        let app = Arc::new(app);
         let admin_token = admin_token(&data_dir)?;
         let admin = Arc::new(Admin::new(
             &admin_token,
             backends.databases.into_iter().collect(),
+            bus.clone(),
+            app.clone(),
+            registry.clone(),
         ));
         Ok(Host {
-            app: Arc::new(app),
+            app,
             data_dir,
             admin_token,
             registry,
+            nats_bus: bus.is_some() && matches!(runtime.messaging, messaging::Config::Nats { .. }),
+            bus,
+            engine,
             gateway,
             admin,
+            _responders: responders,
         })
     }
 
@@ -317,6 +363,10 @@ impl Host {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopped_admin = stopped.clone();
+        let mut background = tokio::task::JoinSet::new();
+        for work in self.messaging_tasks() {
+            background.spawn(work(stopped.clone()));
+        }
         let signal = async move {
             shutdown.await;
             let _ = stop.send(true);
@@ -329,8 +379,70 @@ impl Host {
             server::serve(public, self.gateway, wait(stopped), DRAIN),
             server::serve(admin, self.admin, wait(stopped_admin), DRAIN),
         );
+        // Relays make a last pass so what was committed leaves before the process does.
+        let _ = tokio::time::timeout(Duration::from_secs(10), background.join_all()).await;
         Ok(())
     }
+
+    /// The outbox relays and event consumers, each to run until the host stops.
+    fn messaging_tasks(&self) -> Vec<Box<dyn FnOnce(Stop) -> BoxFuture + Send>> {
+        let Some(bus) = &self.bus else {
+            return Vec::new();
+        };
+        let mut tasks: Vec<Box<dyn FnOnce(Stop) -> BoxFuture + Send>> = Vec::new();
+        for config in self.app.components.values() {
+            let Some(slot) = self.registry.get(&config.id) else {
+                continue;
+            };
+            let version = slot.current();
+            let Some(db) = version
+                .primary_database
+                .as_ref()
+                .and_then(|label| version.databases.get(label))
+            else {
+                continue;
+            };
+            if let Some(wake) = &slot.relay {
+                let relay = Relay {
+                    component: slot.id.clone(),
+                    db: db.clone(),
+                    bus: bus.clone(),
+                    wake: wake.clone(),
+                };
+                tasks.push(Box::new(move |stop| Box::pin(relay.run(stop))));
+            }
+            if !config.messaging.subscriptions.is_empty() {
+                let consumer = Consumer {
+                    slot: slot.clone(),
+                    engine: self.engine.clone(),
+                    bus: bus.clone(),
+                    group: config.messaging.consumer_group.clone(),
+                    patterns: config.messaging.subscriptions.clone(),
+                    max_attempts: config.messaging.max_delivery_attempts,
+                    inbox: db.clone(),
+                };
+                tasks.push(Box::new(move |stop| Box::pin(consumer.run(stop))));
+            }
+        }
+        tasks
+    }
+}
+
+type Stop = tokio::sync::watch::Receiver<bool>;
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every subscribing component with its subjects, for answering requests.
+fn subscribers(app: &App, registry: &Registry) -> Vec<(Vec<String>, Arc<Slot>)> {
+    app.components
+        .values()
+        .filter(|c| !c.messaging.subscriptions.is_empty())
+        .filter_map(|c| {
+            Some((
+                c.messaging.subscriptions.clone(),
+                registry.get(&c.id)?.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// The admin token: `BERTH_ADMIN_TOKEN`, else the one kept in the data dir, else a new one;

@@ -3,8 +3,9 @@
 
 use wasmtime::component::Linker;
 
-use crate::bindings::{key_value, sqlite, variables};
+use crate::bindings::{consumer, key_value, messaging_types, sqlite, variables};
 use crate::capabilities::key_value::{KeyValue, KeyValueView};
+use crate::capabilities::messaging::{MessagingCapability, MessagingView};
 use crate::capabilities::sql::{Sql, SqlView};
 use crate::capabilities::variables::{Variables, VariablesView};
 use crate::state::InvocationState;
@@ -23,6 +24,12 @@ pub fn build(engine: &wasmtime::Engine) -> anyhow::Result<Linker<InvocationState
     })?;
     variables::add_to_linker::<_, Variables>(&mut linker, |s| VariablesView {
         values: &s.variables,
+    })?;
+    messaging_types::add_to_linker::<_, MessagingCapability>(&mut linker, |s| MessagingView {
+        session: &mut s.messaging,
+    })?;
+    consumer::add_to_linker::<_, MessagingCapability>(&mut linker, |s| MessagingView {
+        session: &mut s.messaging,
     })?;
     Ok(linker)
 }

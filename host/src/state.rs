@@ -11,7 +11,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::http_outbound::OutboundHttp;
 use crate::capabilities::key_value::KvSession;
-use crate::capabilities::sql::SqlSession;
+use crate::capabilities::messaging::{MessagingSession, outbox};
+use crate::capabilities::sql::{SqlError, SqlSession};
 
 pub struct InvocationState {
     pub table: ResourceTable,
@@ -20,6 +21,7 @@ pub struct InvocationState {
     pub outbound: OutboundHttp,
     pub sql: SqlSession,
     pub kv: KvSession,
+    pub messaging: MessagingSession,
     pub variables: Arc<HashMap<String, String>>,
     pub limits: StoreLimits,
 }
@@ -40,5 +42,53 @@ impl WasiHttpView for InvocationState {
             table: &mut self.table,
             hooks: &mut self.outbound,
         }
+    }
+}
+
+/// How an invocation ends its unit of work.
+pub enum Outcome<'a> {
+    /// Commit its writes and publish its messages; `inbox` is the id of the message it
+    /// handled, recorded in the same transaction.
+    Commit {
+        inbox: Option<&'a str>,
+    },
+    Rollback,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    Committed,
+    /// The inbox already held the message: another delivery applied it first.
+    Duplicate,
+    RolledBack,
+}
+
+impl InvocationState {
+    /// Commits or rolls back everything the invocation wrote and published, together.
+    pub async fn finish(&mut self, outcome: Outcome<'_>) -> Result<Finished, SqlError> {
+        let Outcome::Commit { inbox } = outcome else {
+            self.sql.rollback().await;
+            self.messaging.discard();
+            return Ok(Finished::RolledBack);
+        };
+        let result = async {
+            if let Some(id) = inbox
+                && !outbox::record_handled(&mut self.sql, id).await?
+            {
+                return Ok(Finished::Duplicate);
+            }
+            let published = self.messaging.take_outbox();
+            outbox::append(&mut self.sql, &published).await?;
+            self.sql.commit().await?;
+            if !published.is_empty() {
+                self.messaging.wake_relay();
+            }
+            Ok(Finished::Committed)
+        }
+        .await;
+        if !matches!(result, Ok(Finished::Committed)) {
+            self.sql.rollback().await;
+        }
+        result
     }
 }

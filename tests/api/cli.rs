@@ -73,11 +73,12 @@ fn check_accepts_the_shop_and_lists_its_components() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for component in ["order", "payment", "user"] {
+    for component in ["order", "payment", "payment-provider", "user"] {
         assert!(stdout.contains(&format!("ok  {component}")), "{stdout}");
     }
     assert!(stdout.contains("fermyon:spin/sqlite@2.0.0"));
-    assert!(stdout.contains("3 components checked"));
+    assert!(stdout.contains("wasmcloud:messaging/consumer@0.2.0"));
+    assert!(stdout.contains("4 components checked"));
     assert!(
         !data.path().join("secrets").exists(),
         "a check must not write the generated secret"
@@ -140,7 +141,11 @@ fn an_ungranted_import_is_named_with_the_key_that_grants_it() {
 #[test]
 fn files_that_are_not_http_components_are_refused_with_the_reason() {
     let dir = app_dir(&format!(
-        "{HEADER}[component.text]\nsource = \"text.wasm\"\n\
+        "{HEADER}[[trigger.http]]\nroute = \"/t/...\"\ncomponent = \"text\"\n\
+         [[trigger.http]]\nroute = \"/c/...\"\ncomponent = \"core\"\n\
+         [[trigger.http]]\nroute = \"/e/...\"\ncomponent = \"empty\"\n\
+         [[trigger.http]]\nroute = \"/a/...\"\ncomponent = \"absent\"\n\
+         [component.text]\nsource = \"text.wasm\"\n\
          [component.core]\nsource = \"core.wasm\"\n\
          [component.empty]\nsource = \"empty.wasm\"\n\
          [component.absent]\nsource = \"absent.wasm\"\n"
@@ -210,7 +215,8 @@ fn build_refuses_an_unknown_component_and_lists_the_known_ones() {
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(
-        err.contains("no component `shipping`") && err.contains("order, payment, user"),
+        err.contains("no component `shipping`")
+            && err.contains("order, payment, payment-provider, user"),
         "{err}"
     );
 }

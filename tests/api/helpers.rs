@@ -17,12 +17,13 @@ pub fn repo(path: &str) -> PathBuf {
 
 pub const SHOP: &str = "spin.toml";
 pub const SANDBOX: &str = "tests/apps/sandbox.toml";
+pub const EVENTS: &str = "tests/apps/events.toml";
 
 /// Builds the components of both test apps once per test run, through `berth build`.
 pub fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for manifest in [SHOP, SANDBOX] {
+        for manifest in [SHOP, SANDBOX, EVENTS] {
             let output = berth_command()
                 .args(["build", "--manifest"])
                 .arg(repo(manifest))
@@ -73,11 +74,19 @@ pub async fn spawn_shop() -> TestApp {
 }
 
 pub async fn spawn(manifest: &str) -> TestApp {
+    spawn_with(manifest, None, tempfile::tempdir().expect("temp dir")).await
+}
+
+/// A host on `manifest` with a runtime config and a data dir of the test's choosing.
+pub async fn spawn_with(
+    manifest: &str,
+    runtime_config: Option<PathBuf>,
+    data_dir: TempDir,
+) -> TestApp {
     ensure_built();
-    let data_dir = tempfile::tempdir().expect("temp dir");
     let options = Options {
         manifest: repo(manifest),
-        runtime_config: None,
+        runtime_config,
         data_dir: Some(data_dir.path().to_owned()),
         cache_dir: Some(cache_dir()),
     };
@@ -290,26 +299,155 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Writes a payment straight into the payment service's database, as the order saga will,
-/// and returns its id.
-pub async fn seed_payment(app: &TestApp, user: &User, order_id: &str, amount_cents: i64) -> String {
-    let path = app.data_dir.path().join("sqlite/payments.db");
-    let pool =
-        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(path))
-            .await
-            .expect("the payments database exists");
-    let id = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
-        "INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status, provider_ref, failure_reason, created_at, updated_at)
-         VALUES (?, ?, ?, ?, 'USD', 'succeeded', 'ch_test_1', NULL, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
-    )
-    .bind(&id)
-    .bind(order_id)
-    .bind(&user.id)
-    .bind(amount_cents)
-    .execute(&pool)
+/// Polls `check` every 50 ms until it gives a value, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestApp {
+    /// Waits for the order to reach `status` (the saga runs after the response).
+    pub async fn order_reaches(&self, user: &User, order_id: &str, status: &str) -> Value {
+        let path = format!("/api/v1/orders/{order_id}");
+        eventually(
+            Duration::from_secs(20),
+            &format!("order {order_id} {status}"),
+            || async {
+                let reply = self.get(&path, Some(&user.token)).await;
+                (reply.json["status"] == status).then_some(reply.json)
+            },
+        )
+        .await
+    }
+
+    /// The payments of one order.
+    pub async fn payments_of(&self, user: &User, order_id: &str) -> Vec<Value> {
+        let reply = self
+            .get(
+                &format!("/api/v1/payments?orderId={order_id}"),
+                Some(&user.token),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json["payments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        Reply::from(
+            self.client
+                .get(format!("{}{path}", self.admin))
+                .bearer_auth(&self.admin_token)
+                .send()
+                .await
+                .expect("admin GET"),
+        )
+        .await
+    }
+}
+
+/// A real `nats-server -js` on a free port of 127.0.0.1, stopped when dropped.
+pub struct NatsServer {
+    pub port: u16,
+    store: TempDir,
+    process: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    pub async fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = NatsServer {
+            port,
+            store: tempfile::tempdir().unwrap(),
+            process: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port and store, after [`NatsServer::stop`].
+    pub async fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (apt-get install nats-server)");
+        self.process = Some(child);
+        let port = self.port;
+        eventually(
+            Duration::from_secs(10),
+            "nats-server listens",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A runtime config selecting this server, written into `dir`.
+    pub fn runtime_config(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("runtime-config.toml");
+        std::fs::write(
+            &path,
+            format!("[messaging]\ntype = \"nats\"\nurl = \"{}\"\n", self.url()),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The id of the payment the saga makes for an order.
+pub async fn saga_payment(app: &TestApp, user: &User, order_id: &str) -> String {
+    eventually(Duration::from_secs(20), "the saga's payment", || async {
+        let payments = app.payments_of(user, order_id).await;
+        payments.first()?["id"].as_str().map(str::to_owned)
+    })
     .await
-    .expect("insert a payment");
-    pool.close().await;
-    id
 }

@@ -1,10 +1,13 @@
 //! Integration tests: the real host with the real components, driven over HTTP.
 
 mod cli;
+mod crash;
+mod events;
 mod gateway;
 mod helpers;
 mod openapi;
 mod orders;
 mod payments;
+mod saga;
 mod sandbox;
 mod users;

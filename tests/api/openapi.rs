@@ -265,7 +265,10 @@ async fn the_running_host_matches_openapi_yaml() {
         &app.post(&cancel_path, Some(&token), &json!({})).await,
     );
 
-    let payment_id = seed_payment(&app, &user, order_id, 2249).await;
+    let paid = app.create_order(&user, 1).await;
+    let paid_id = paid.json["id"].as_str().unwrap().to_owned();
+    let order_id = paid_id.as_str();
+    let payment_id = saga_payment(&app, &user, order_id).await;
     let payments = "/api/v1/payments";
     spec.check(
         "get",

@@ -47,7 +47,7 @@ async fn a_payment_is_visible_to_its_owner_only() {
     let (ann, bob) = (app.user().await, app.user().await);
     let order = app.create_order(&ann, 2).await;
     let order_id = order.json["id"].as_str().unwrap();
-    let payment_id = seed_payment(&app, &ann, order_id, 4248).await;
+    let payment_id = saga_payment(&app, &ann, order_id).await;
 
     let mine = app
         .get(&format!("/api/v1/payments/{payment_id}"), Some(&ann.token))

@@ -3,6 +3,7 @@
 
 pub mod db;
 mod error;
+pub mod events;
 mod request;
 pub mod validate;
 

@@ -6,8 +6,12 @@
 //! | `POST /api/v1/orders` | create (status `pending`) |
 //! | `GET /api/v1/orders?limit=&cursor=` | the caller's orders, newest first |
 //! | `GET /api/v1/orders/{id}` | one of the caller's orders |
-//! | `POST /api/v1/orders/{id}/cancel` | cancel a pending order |
+//! | `POST /api/v1/orders/{id}/cancel` | cancel a pending or confirmed order |
+//!
+//! Creating publishes `order.created` and cancelling `order.cancelled`; the payment
+//! outcomes come back as events ([`events`]).
 
+mod events;
 mod model;
 
 use base64::Engine as _;
@@ -20,7 +24,7 @@ use spin_sdk::http_component;
 
 use model::{NewOrder, Order};
 
-const DATABASE: &str = "orders";
+pub(crate) const DATABASE: &str = "orders";
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 
@@ -87,7 +91,19 @@ fn create(request: &Request, ctx: &Ctx) -> ApiResult {
         }
     });
     match inserted {
-        Ok(()) => Ok(created(&order, false)),
+        Ok(()) => {
+            events::publish(
+                "order.created",
+                events::OrderCreated {
+                    order_id: &order.id,
+                    user_id: &order.user_id,
+                    total_cents: order.total_cents,
+                    currency: &order.currency,
+                    payment_method_id: &order.payment_method_id,
+                },
+            )?;
+            Ok(created(&order, false))
+        }
         // A concurrent request with the same key committed first; this order was rolled
         // back, and the client gets the one that holds the key.
         Err(CreateError::KeyTaken) => {
@@ -245,12 +261,20 @@ fn cancel(ctx: &Ctx, id: &str) -> ApiResult {
     let rows = db.query(
         &format!(
             "UPDATE orders SET status = 'cancelled', updated_at = ?
-             WHERE id = ? AND user_id = ? AND status = 'pending' RETURNING {}",
+             WHERE id = ? AND user_id = ? AND status IN ('pending', 'confirmed') RETURNING {}",
             Order::COLUMNS
         ),
         &[text(common::now()), text(id), text(user)],
     )?;
     if let Some(row) = rows.rows().next() {
+        // Payment refunds a charge if there is one, or makes sure none is made.
+        events::publish(
+            "order.cancelled",
+            events::OrderCancelled {
+                order_id: id,
+                user_id: user,
+            },
+        )?;
         return Ok(json(200, &Order::from_row(&row)?));
     }
     let order = load(&db, user, id)?;
@@ -258,7 +282,7 @@ fn cancel(ctx: &Ctx, id: &str) -> ApiResult {
         409,
         "ORDER_NOT_CANCELLABLE",
         format!(
-            "the order is {}; only pending orders can be cancelled",
+            "the order is {}; only pending and confirmed orders can be cancelled",
             order.status
         ),
     ))

@@ -5,6 +5,11 @@
 //! |---|---|
 //! | `GET /api/v1/payments?orderId=` | the caller's payments (for one order when given) |
 //! | `GET /api/v1/payments/{id}` | one of the caller's payments |
+//!
+//! Payments are made by the saga's events ([`events`]) through the provider ([`provider`]).
+
+mod events;
+mod provider;
 
 use common::db::{Db, int_column, text, text_column};
 use common::{ApiError, ApiResult, Ctx, FieldError, json, segments};
@@ -12,7 +17,7 @@ use serde::Serialize;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
-const DATABASE: &str = "payments";
+pub(crate) const DATABASE: &str = "payments";
 const COLUMNS: &str =
     "id, order_id, amount_cents, currency, status, provider_ref, failure_reason, created_at";
 const MAX_LISTED: i64 = 100;

@@ -7,7 +7,10 @@
 //! | `POST /api/v1/users/login` | public |
 //! | `GET /api/v1/users/{id}` | the caller's own profile |
 //! | `PATCH /api/v1/users/{id}` | change first and last name |
+//!
+//! Registering publishes `user.created`.
 
+mod events;
 mod password;
 mod token;
 
@@ -120,7 +123,10 @@ fn register(request: &Request) -> ApiResult {
             text(&user.created_at),
         ],
     ) {
-        Ok(_) => Ok(json(201, &serde_json::json!({ "user": user }))),
+        Ok(_) => {
+            events::user_created(&user)?;
+            Ok(json(201, &serde_json::json!({ "user": user })))
+        }
         Err(DbError::Conflict) => Err(ApiError::new(
             409,
             "USER_EXISTS",

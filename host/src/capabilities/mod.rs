@@ -3,5 +3,6 @@
 pub mod http_inbound;
 pub mod http_outbound;
 pub mod key_value;
+pub mod messaging;
 pub mod sql;
 pub mod variables;

@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod status;
 mod up;
 
 use std::net::SocketAddr;
@@ -38,6 +39,11 @@ enum Command {
         after_help = "Example:\n  berth check --manifest spin.toml\n\nExits non-zero and lists every problem when something is wrong."
     )]
     Check(CheckArgs),
+    /// Show what a running host serves: components, versions, traffic, dead letters.
+    #[command(after_help = "Examples:
+  berth status
+  berth status --json --admin http://10.0.0.5:3001 --token \"$TOKEN\"")]
+    Status(StatusArgs),
 }
 
 #[derive(Args)]
@@ -95,6 +101,22 @@ struct CheckArgs {
     app: ManifestArgs,
 }
 
+#[derive(Args)]
+struct StatusArgs {
+    /// The running host's admin API.
+    #[arg(long, default_value = "http://127.0.0.1:3001", value_name = "URL")]
+    admin: String,
+    /// Admin token [default: $BERTH_ADMIN_TOKEN, else <data-dir>/admin-token].
+    #[arg(long, env = "BERTH_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where `berth up` keeps its state, to read the admin token from [default: .berth].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args).await,
@@ -103,5 +125,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || build::run(&app, &args.components)).await?
         }
         Command::Check(args) => check::run(args).await,
+        Command::Status(args) => status::run(args).await,
     }
 }

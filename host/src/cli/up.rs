@@ -40,6 +40,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             );
         }
     }
+    for c in host.app.components.values() {
+        if !c.messaging.subscriptions.is_empty() {
+            println!(
+                "  events      {:<28} -> {}",
+                c.messaging.subscriptions.join(" "),
+                c.id
+            );
+        }
+    }
+    if host.bus.is_some() {
+        println!(
+            "  bus         {}",
+            if host.nats_bus {
+                "NATS JetStream"
+            } else {
+                "embedded"
+            }
+        );
+    }
     host.serve(public, admin, shutdown_signal()).await
 }
 

@@ -9,6 +9,8 @@ enum Need {
     Nothing,
     /// A non-empty list under this manifest key.
     Key(&'static str, &'static str),
+    /// A non-empty list under this key of `[component.<id>.tool.berth]`.
+    Setting(&'static str, &'static str),
     /// Not served by berth, with the reason.
     Refused(String),
 }
@@ -30,8 +32,11 @@ fn need(import: &str) -> Need {
         ("fermyon:spin", "sqlite") => Need::Key("sqlite_databases", "[\"<label>\"]"),
         ("fermyon:spin", "key-value") => Need::Key("key_value_stores", "[\"<label>\"]"),
         ("fermyon:spin", "variables") => Need::Nothing,
+        ("wasmcloud:messaging", "consumer") => Need::Setting("publishes", "[\"<subject>\"]"),
+        // Delivering a message only needs its shape.
+        ("wasmcloud:messaging", "types") => Need::Nothing,
         _ => Need::Refused(
-            "berth does not provide it (it serves WASI 0.2, wasi:http, and fermyon:spin sqlite, key-value and variables @2.0.0)".into(),
+            "berth does not provide it (it serves WASI 0.2, wasi:http, fermyon:spin sqlite, key-value and variables @2.0.0, and wasmcloud:messaging@0.2.0)".into(),
         ),
     }
 }
@@ -41,6 +46,7 @@ pub struct Granted<'a> {
     pub allowed_outbound_hosts: bool,
     pub sqlite_databases: bool,
     pub key_value_stores: bool,
+    pub publishes: bool,
     pub id: &'a str,
 }
 
@@ -50,6 +56,7 @@ impl Granted<'_> {
             "allowed_outbound_hosts" => self.allowed_outbound_hosts,
             "sqlite_databases" => self.sqlite_databases,
             "key_value_stores" => self.key_value_stores,
+            "publishes" => self.publishes,
             _ => false,
         }
     }
@@ -61,7 +68,11 @@ pub fn ungranted<'i>(imports: impl IntoIterator<Item = &'i str>, granted: &Grant
         .into_iter()
         .filter_map(|import| match need(import) {
             Need::Nothing => None,
-            Need::Key(key, _) if granted.has(key) => None,
+            Need::Key(key, _) | Need::Setting(key, _) if granted.has(key) => None,
+            Need::Setting(key, example) => Some(format!(
+                "imports `{import}`, which [component.{0}] does not grant: add `{key} = {example}` to [component.{0}.tool.berth]",
+                granted.id
+            )),
             Need::Key(key, example) => Some(format!(
                 "imports `{import}`, which [component.{}] does not grant: add `{key} = {example}` to it",
                 granted.id
@@ -79,6 +90,7 @@ mod tests {
         allowed_outbound_hosts: false,
         sqlite_databases: false,
         key_value_stores: false,
+        publishes: false,
         id: "order",
     };
 

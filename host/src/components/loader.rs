@@ -12,6 +12,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::Version;
 use super::grants::{Granted, ungranted};
+use crate::bindings::SubscriberPre;
+use crate::capabilities::http_outbound::Chaining;
+use crate::capabilities::messaging::{Messaging, outbox};
 use crate::capabilities::sql::migrate::MigrationError;
 use crate::capabilities::{key_value, sql, variables};
 use crate::config::ComponentConfig;
@@ -36,6 +39,10 @@ pub enum LoadError {
     Ungranted(Vec<String>),
     #[error("it cannot serve HTTP: {0}")]
     WrongWorld(String),
+    #[error("it cannot receive events: {0}")]
+    NotASubscriber(String),
+    #[error("its outbox and inbox tables cannot be created: {0}")]
+    Outbox(sql::SqlError),
     #[error("it cannot be linked: {0:#}")]
     Link(anyhow::Error),
     #[error("{0}")]
@@ -47,7 +54,8 @@ pub struct Prepared {
     pub digest: String,
     /// Every interface the component imports, for `berth check` to show.
     pub imports: Vec<String>,
-    pub pre: ProxyPre<InvocationState>,
+    pub http: Option<ProxyPre<InvocationState>>,
+    pub handler: Option<SubscriberPre<InvocationState>>,
     pub from_cache: bool,
     pub compile_time: Duration,
 }
@@ -90,6 +98,7 @@ pub async fn prepare(
             allowed_outbound_hosts: !config.allowed_outbound_hosts.is_empty(),
             sqlite_databases: !config.sqlite_databases.is_empty(),
             key_value_stores: !config.key_value_stores.is_empty(),
+            publishes: !config.messaging.publishes.is_empty(),
             id: &config.id,
         },
     );
@@ -100,23 +109,45 @@ pub async fn prepare(
         .exports(engine.wasmtime())
         .map(|(name, _)| name.to_owned())
         .collect();
-    if !exports
-        .iter()
-        .any(|e| e.starts_with("wasi:http/incoming-handler@0.2"))
-    {
+    let exports_named = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
+    if config.serves_http && !exports_named("wasi:http/incoming-handler@0.2") {
         return Err(LoadError::WrongWorld(format!(
-            "it exports [{}] but not wasi:http/incoming-handler@0.2.x; write it with spin-sdk's #[http_component]",
+            "a route leads to it, but it exports [{}] and not wasi:http/incoming-handler@0.2.x; write it with spin-sdk's #[http_component]",
+            exports.join(", ")
+        )));
+    }
+    let subscribes = !config.messaging.subscriptions.is_empty();
+    if subscribes && !exports_named("wasmcloud:messaging/handler@0.2") {
+        return Err(LoadError::NotASubscriber(format!(
+            "it has subscriptions [{}] but exports [{}] and not wasmcloud:messaging/handler@0.2.0; export it (wit-bindgen) or remove `subscriptions`",
+            config.messaging.subscriptions.join(", "),
             exports.join(", ")
         )));
     }
     let instance_pre = linker
         .instantiate_pre(&compiled.component)
         .map_err(|e| LoadError::Link(e.into()))?;
-    let pre = ProxyPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+    let http = if config.serves_http {
+        Some(
+            ProxyPre::new(instance_pre.clone())
+                .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
+    let handler = if subscribes {
+        Some(
+            SubscriberPre::new(instance_pre)
+                .map_err(|e| LoadError::NotASubscriber(format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
     Ok(Prepared {
         digest: compiled.digest,
         imports,
-        pre,
+        http,
+        handler,
         from_cache: compiled.from_cache,
         compile_time: compiled.took,
     })
@@ -135,6 +166,8 @@ pub struct Backends {
     pub databases: HashMap<String, Arc<dyn sql::Database>>,
     pub stores: HashMap<String, Arc<dyn key_value::Store>>,
     pub variables: variables::Resolved,
+    pub messaging: Option<Arc<Messaging>>,
+    pub chaining: Arc<Chaining>,
 }
 
 /// Applies the version's migrations and binds it to its grants.
@@ -152,11 +185,31 @@ pub async fn activate(
             tracing::info!(component = %config.id, database = %label, "applied migration {file}");
         }
     }
+    let primary_database = if config.messaging.is_used() {
+        let label = config.sqlite_databases.first();
+        if let Some(db) = label.and_then(|l| databases.get(l)) {
+            outbox::create(db).await.map_err(LoadError::Outbox)?;
+        }
+        label.cloned()
+    } else {
+        None
+    };
     Ok(Version {
         digest: prepared.digest,
         loaded_at: SystemTime::now(),
-        pre: prepared.pre,
+        http: prepared.http,
+        handler: prepared.handler,
         databases: Arc::new(databases),
+        primary_database,
+        publishes: config.messaging.publishes.clone().into(),
+        messaging: backends
+            .messaging
+            .clone()
+            .filter(|_| config.messaging.is_used()),
+        chaining: config
+            .allowed_outbound_hosts
+            .chains()
+            .then(|| backends.chaining.clone()),
         stores: Arc::new(grant(&config.key_value_stores, &backends.stores)),
         variables: variables::for_component(&config.variables, &backends.variables),
         environment: config.environment.clone().into(),

@@ -3,6 +3,7 @@
 //! keeps the version it started on.
 
 pub mod grants;
+pub mod invocation;
 pub mod loader;
 
 use std::collections::HashMap;
@@ -10,10 +11,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::capabilities::http_outbound::AllowedHosts;
+use crate::bindings::SubscriberPre;
+use crate::capabilities::http_outbound::{AllowedHosts, Chaining};
+use crate::capabilities::messaging::Messaging;
 use crate::capabilities::{key_value, sql};
 use crate::config::Limits;
 use crate::state::InvocationState;
@@ -25,8 +28,17 @@ pub struct Version {
     /// `sha256:<hex>` of the wasm.
     pub digest: String,
     pub loaded_at: SystemTime,
-    pub pre: ProxyPre<InvocationState>,
+    /// Present when a route leads to the component.
+    pub http: Option<ProxyPre<InvocationState>>,
+    /// Present when the component subscribes to events.
+    pub handler: Option<SubscriberPre<InvocationState>>,
     pub databases: sql::Grants,
+    /// The label whose database holds the outbox and inbox.
+    pub primary_database: Option<String>,
+    pub publishes: Arc<[String]>,
+    pub messaging: Option<Arc<Messaging>>,
+    /// Calls to `http://<component>.spin.internal`, when its allow-list names any.
+    pub chaining: Option<Arc<Chaining>>,
     pub stores: key_value::Grants,
     pub variables: Arc<HashMap<String, String>>,
     pub environment: Arc<[(String, String)]>,
@@ -40,6 +52,8 @@ pub struct Slot {
     current: ArcSwap<Version>,
     /// Bounds the invocations running at once (`max_concurrency`), across versions.
     pub permits: Arc<Semaphore>,
+    /// Wakes the relay of the component's outbox after a commit that published.
+    pub relay: Option<Arc<Notify>>,
 }
 
 impl Slot {
@@ -47,6 +61,10 @@ impl Slot {
         Slot {
             id: id.into(),
             permits: Arc::new(Semaphore::new(version.limits.max_concurrency as usize)),
+            relay: version
+                .primary_database
+                .as_ref()
+                .map(|_| Arc::new(Notify::new())),
             current: ArcSwap::from_pointee(version),
         }
     }

@@ -7,10 +7,14 @@
 //! | `[component.<id>.tool.berth]` | `memory_limit_mb` | 128 | linear memory a single invocation may grow to |
 //! | | `timeout_ms` | 10 000 | wall-clock deadline of one invocation, body streaming included |
 //! | | `max_concurrency` | 100 | invocations of this component running at once |
-//! | | `max_response_bytes` | 16 MiB | a longer response body is cut off and the connection reset |
+//! | | `max_response_bytes` | 16 MiB | a longer response body is refused with 500 `RESPONSE_TOO_LARGE` |
 //! | | `auth` | `"none"` | `"jwt"`: every route needs a valid bearer token... |
 //! | | `public_routes` | `[]` | ...except these (Spin route syntax) |
 //! | | `migrations` | `migrations/<id>` | folder of forward-only SQL migrations for the component's database |
+//! | | `publishes` | `[]` | subjects it may publish to (NATS wildcards); grants `wasmcloud:messaging/consumer` |
+//! | | `subscriptions` | `[]` | subjects delivered to its `wasmcloud:messaging/handler` export |
+//! | | `consumer_group` | the component id | components sharing a group share the work of a subscription |
+//! | | `max_delivery_attempts` | 5 | deliveries of one message before it becomes a dead letter |
 
 use std::path::PathBuf;
 
@@ -42,6 +46,14 @@ pub struct ComponentSettings {
     pub public_routes: Vec<String>,
     #[serde(default)]
     pub migrations: Option<PathBuf>,
+    #[serde(default)]
+    pub publishes: Vec<String>,
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+    #[serde(default)]
+    pub consumer_group: Option<String>,
+    #[serde(default)]
+    pub max_delivery_attempts: Option<u32>,
 }
 
 /// How the gateway guards a component's routes.
@@ -57,6 +69,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 128;
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 100;
+pub const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 5;
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 /// The engine reserves address space for this much linear memory per instance; a component
 /// asking for more is refused at load rather than failing on its first large request.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::capabilities::http_inbound::router::RoutePattern;
 use crate::capabilities::http_outbound::AllowedHosts;
+use crate::capabilities::messaging::subject;
 use crate::capabilities::variables::Template;
 use berth::{Auth, ComponentSettings};
 use manifest::{ComponentRef, HttpTrigger, Manifest, RouteSpec, Source};
@@ -75,6 +76,27 @@ pub struct ComponentConfig {
     pub public_routes: Vec<RoutePattern>,
     /// Folder of SQL migrations, if it exists.
     pub migrations: Option<PathBuf>,
+    pub messaging: Messaging,
+    /// A route leads to it, so it must export `wasi:http/incoming-handler`.
+    pub serves_http: bool,
+}
+
+/// A component's part in the events between components.
+#[derive(Debug, Clone, Default)]
+pub struct Messaging {
+    /// Subject patterns it may publish to.
+    pub publishes: Vec<String>,
+    /// Subject patterns delivered to its handler.
+    pub subscriptions: Vec<String>,
+    pub consumer_group: String,
+    pub max_delivery_attempts: u32,
+}
+
+impl Messaging {
+    /// Publishers and subscribers keep an outbox and an inbox in their first database.
+    pub fn is_used(&self) -> bool {
+        !self.publishes.is_empty() || !self.subscriptions.is_empty()
+    }
 }
 
 /// The sandbox of one component, from `[component.<id>.tool.berth]`.
@@ -142,12 +164,17 @@ fn validate(m: Manifest, manifest_path: &Path, dir: PathBuf, problems: &mut Vec<
     check.application();
     let jwt_secret = check.jwt_secret();
     check.label_owners();
-    let components = m
+    let mut components: BTreeMap<String, ComponentConfig> = m
         .component
         .iter()
         .map(|(id, c)| (id.clone(), check.component(id, c, jwt_secret.is_some())))
         .collect();
     let routes = check.routes();
+    for route in &routes {
+        if let Some(c) = components.get_mut(&route.component) {
+            c.serves_http = true;
+        }
+    }
     App {
         name: m.application.name,
         manifest_path: manifest_path.to_owned(),
@@ -339,6 +366,10 @@ impl Checker<'_> {
             auth,
             public_routes,
             migrations,
+            publishes,
+            subscriptions,
+            consumer_group,
+            max_delivery_attempts,
         } = c.tool.berth.clone();
         let memory_limit_mb = memory_limit_mb.unwrap_or(berth::DEFAULT_MEMORY_LIMIT_MB);
         if memory_limit_mb == 0 || memory_limit_mb > berth::MAX_MEMORY_LIMIT_MB {
@@ -398,6 +429,19 @@ impl Checker<'_> {
             c.sqlite_databases.len()
         ));
         }
+        let messaging = self.messaging(
+            &at,
+            id,
+            publishes,
+            subscriptions,
+            consumer_group,
+            max_delivery_attempts,
+        );
+        if messaging.is_used() && c.sqlite_databases.is_empty() {
+            self.problems.push(format!(
+                "{at} publishes or subscribes to events, which needs a database for its outbox and inbox: add `sqlite_databases = [\"{id}\"]`"
+            ));
+        }
         let build = c.build.clone();
         if let Some(b) = &build
             && b.command.as_slice().iter().all(|c| c.trim().is_empty())
@@ -422,6 +466,54 @@ impl Checker<'_> {
             auth,
             public_routes,
             migrations,
+            messaging,
+            serves_http: false,
+        }
+    }
+
+    fn messaging(
+        &mut self,
+        at: &str,
+        id: &str,
+        publishes: Vec<String>,
+        subscriptions: Vec<String>,
+        consumer_group: Option<String>,
+        max_delivery_attempts: Option<u32>,
+    ) -> Messaging {
+        for (key, patterns) in [("publishes", &publishes), ("subscriptions", &subscriptions)] {
+            for pattern in patterns {
+                if let Err(e) = subject::check(pattern, true) {
+                    self.problems.push(format!("{at} tool.berth.{key}: {e}"));
+                }
+            }
+        }
+        if let Some(group) = &consumer_group
+            && (group.is_empty()
+                || !group
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            self.problems.push(format!(
+                "{at} tool.berth.consumer_group `{group}`: use letters, digits, `-` and `_`"
+            ));
+        }
+        if consumer_group.is_some() && subscriptions.is_empty() {
+            self.problems.push(format!(
+                "{at} tool.berth.consumer_group only means something with `subscriptions`"
+            ));
+        }
+        let max_delivery_attempts =
+            max_delivery_attempts.unwrap_or(berth::DEFAULT_MAX_DELIVERY_ATTEMPTS);
+        if max_delivery_attempts == 0 {
+            self.problems.push(format!(
+                "{at} tool.berth.max_delivery_attempts must be at least 1"
+            ));
+        }
+        Messaging {
+            publishes,
+            subscriptions,
+            consumer_group: consumer_group.unwrap_or_else(|| id.to_owned()),
+            max_delivery_attempts,
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ConfigError;
-use crate::capabilities::{key_value, sql, variables};
+use crate::capabilities::{key_value, messaging, sql, variables};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +20,9 @@ pub struct RuntimeConfig {
     pub key_value_store: BTreeMap<String, key_value::Config>,
     #[serde(default)]
     pub variables_provider: Vec<variables::ProviderConfig>,
+    /// berth's addition: where events go (`embedded` unless set).
+    #[serde(default)]
+    pub messaging: messaging::Config,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub path: PathBuf,

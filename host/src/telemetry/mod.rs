@@ -34,3 +34,14 @@ pub fn init() {
     // A second init (tests start many hosts in one process) keeps the first subscriber.
     drop(result);
 }
+
+/// The current time as RFC 3339 UTC, the format of every time berth shows.
+pub fn rfc3339_now() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
+
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -22,12 +22,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tracing::Instrument as _;
 
-use crate::components::Slot;
+use crate::capabilities::http_outbound::LocalService;
+use crate::components::invocation::Failure;
+use crate::components::{Registry, Slot};
 use crate::config::berth::Auth;
 use crate::engine::Engine;
 use crate::telemetry::TraceContext;
 use auth::JwtVerifier;
-use dispatch::Failure;
 use router::{RouteMatch, RoutePattern, Router};
 
 pub use dispatch::short as short_digest;
@@ -63,6 +64,8 @@ pub struct Target {
 
 pub struct Gateway {
     router: Router<Target>,
+    /// Every component, for chained requests (`http://<id>.spin.internal`).
+    components: Arc<Registry>,
     engine: Engine,
     jwt: Option<JwtVerifier>,
     max_request_bytes: u64,
@@ -71,12 +74,14 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         routes: Vec<(RoutePattern, Target)>,
+        components: Arc<Registry>,
         engine: Engine,
         jwt: Option<JwtVerifier>,
         max_request_bytes: u64,
     ) -> Gateway {
         Gateway {
             router: Router::new(routes),
+            components,
             engine,
             jwt,
             max_request_bytes,
@@ -219,6 +224,101 @@ impl Gateway {
     }
 }
 
+#[async_trait::async_trait]
+impl LocalService for Gateway {
+    /// A chained request: no gateway auth (the caller is inside the app), the caller's
+    /// trace continued, the callee's failures answered as the JSON errors a client gets.
+    async fn call(
+        &self,
+        component: &str,
+        request: Request<Bytes>,
+    ) -> Result<Response<Bytes>, String> {
+        let slot = self
+            .components
+            .get(component)
+            .filter(|s| s.current().http.is_some())
+            .ok_or_else(|| {
+                format!("no component `{component}` serves HTTP in this app (called as http://{component}.spin.internal)")
+            })?;
+        if request.body().len() as u64 > self.max_request_bytes {
+            return Err(format!(
+                "the request body is larger than the limit of {} bytes",
+                self.max_request_bytes
+            ));
+        }
+        let trace = TraceContext::continue_or_start(
+            request
+                .headers()
+                .get(TRACEPARENT)
+                .map(HeaderValue::as_bytes),
+        );
+        let ids = RequestIds {
+            request_id: HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
+                .expect("a uuid is a valid header value"),
+            trace_id: trace.trace_id_hex().into(),
+            traceparent: trace.header(),
+        };
+        let span = tracing::info_span!(
+            "chained",
+            component,
+            path = %request.uri().path(),
+            version = tracing::field::Empty,
+            trace_id = %ids.trace_id,
+        );
+        let (mut parts, body) = request.into_parts();
+        chained_headers(&mut parts, &ids);
+        let request = Request::from_parts(parts, Full::new(body));
+        let response = match dispatch::invoke(&self.engine, slot, request, &ids)
+            .instrument(span)
+            .await
+        {
+            Ok(response) => response,
+            Err(failure) => failure_response(failure, component).into_response(&ids.trace_id),
+        };
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("component `{component}` answered a broken body: {e}"))?
+            .to_bytes();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Removes what only the host may set: the verified user and the `spin-*` headers.
+fn strip_host_headers(headers: &mut http::HeaderMap) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| *name == USER_ID_HEADER || name.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// The headers a chained component sees: the caller's, minus what only the host sets,
+/// plus the trace and the `spin-*` headers of a private route.
+fn chained_headers(parts: &mut http::request::Parts, ids: &RequestIds) {
+    let headers = &mut parts.headers;
+    strip_host_headers(headers);
+    headers.insert(TRACEPARENT, ids.traceparent.clone());
+    headers.insert(REQUEST_ID, ids.request_id.clone());
+    let path = parts.uri.path().to_owned();
+    let full = parts.uri.to_string();
+    for (name, value) in [
+        ("spin-full-url", full),
+        ("spin-path-info", path),
+        ("spin-matched-route", "/...".to_owned()),
+        ("spin-base-path", "/".to_owned()),
+        ("spin-component-route", String::new()),
+    ] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
 /// How much of an over-long body is read and thrown away before answering 413, so that a
 /// client still sending sees the answer instead of a reset connection.
 const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
@@ -288,14 +388,7 @@ struct GuestContext<'a> {
 /// the verified user, the trace context, and the `spin-*` headers Spin components expect.
 fn guest_headers(parts: &mut http::request::Parts, cx: GuestContext) {
     let headers = &mut parts.headers;
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| *name == USER_ID_HEADER || name.as_str().starts_with("spin-"))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
+    strip_host_headers(headers);
     if let Some(user) = cx.user.and_then(|u| HeaderValue::try_from(u).ok()) {
         headers.insert(USER_ID_HEADER, user);
     }
@@ -359,10 +452,16 @@ fn failure_response(failure: Failure, component: &str) -> ApiError {
             "RESPONSE_TOO_LARGE",
             message,
         ),
-        Failure::Trapped(_) | Failure::NoResponse | Failure::Failed(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "COMPONENT_FAILED",
-            message,
-        ),
+        Failure::Commit(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMMIT_FAILED", message)
+                .with_header(header::RETRY_AFTER, "1")
+        }
+        Failure::Trapped(_) | Failure::NoResponse | Failure::Failed(_) | Failure::Handler(_) => {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "COMPONENT_FAILED",
+                message,
+            )
+        }
     }
 }

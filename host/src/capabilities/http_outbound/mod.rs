@@ -10,7 +10,11 @@
 //!
 //! Everything else fails in the guest with an error naming the host and the entry to add,
 //! and is logged the same way. The caller's `traceparent` goes along so a call chain stays
-//! one trace.
+//! one trace. `http://<component>.spin.internal` is served in-process ([`chaining`]).
+
+mod chaining;
+
+pub use chaining::{Chaining, INTERNAL_SUFFIX, LocalService};
 
 use std::fmt;
 use std::sync::Arc;
@@ -56,6 +60,15 @@ impl AllowedHosts {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether any entry names a `*.spin.internal` host, so the component chains.
+    pub fn chains(&self) -> bool {
+        self.entries.iter().any(|e| match &e.host {
+            HostPattern::Exact(h) => h.ends_with(INTERNAL_SUFFIX),
+            HostPattern::Subdomains(s) => s == INTERNAL_SUFFIX,
+            HostPattern::Any => false,
+        })
     }
 
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
@@ -209,6 +222,8 @@ pub struct OutboundHttp {
     pub allowed: Arc<AllowedHosts>,
     /// The invocation's trace context, sent with every request it makes.
     pub traceparent: HeaderValue,
+    /// Present when the allow-list names a `*.spin.internal` host.
+    pub chaining: Option<Arc<Chaining>>,
 }
 
 impl OutboundHttp {
@@ -260,6 +275,29 @@ impl WasiHttpHooks for OutboundHttp {
         request
             .headers_mut()
             .insert("traceparent", self.traceparent.clone());
+        let host = request
+            .uri()
+            .host()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if let Some(component) = host.strip_suffix(INTERNAL_SUFFIX) {
+            let component = component.to_owned();
+            let chaining = self.chaining.clone();
+            let span = tracing::info_span!("http.chained", component = %self.component, target = %component);
+            return Box::new(tracing::Instrument::instrument(
+                async move {
+                    let chaining = chaining.ok_or_else(|| {
+                        HttpError::InternalError(Some("service chaining is not enabled".into()))
+                    })?;
+                    let response = chaining.send(&component, request).await?;
+                    Ok((
+                        response,
+                        Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>,
+                    ))
+                },
+                span,
+            ));
+        }
         let span = tracing::info_span!(
             "http.outbound",
             component = %self.component,
@@ -336,6 +374,7 @@ mod tests {
             traceparent: HeaderValue::from_static(
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
+            chaining: None,
         };
         let denied = hooks
             .check(&"https://api.stripe.com/v1/charges".parse().unwrap())

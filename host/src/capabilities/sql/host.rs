@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tracing::Instrument as _;
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
-use super::{Connection, Grants, SqlError, Value};
+use super::unit_of_work::Work;
+use super::{Grants, Rows, SqlError, Value};
 use crate::bindings::sqlite;
 
 /// What a guest holds after `connection.open(label)`: just the label. The connection itself
@@ -15,33 +16,81 @@ pub struct ConnectionHandle {
     label: String,
 }
 
-/// One invocation's databases: the grants of its component version and the connections it
-/// has opened so far, held until the invocation ends.
+/// One invocation's databases: the grants of its component version and the units of work
+/// it has opened so far, held until the invocation ends.
 pub struct SqlSession {
     component: Arc<str>,
     grants: Grants,
-    open: HashMap<String, Box<dyn Connection>>,
+    /// The database that holds the component's outbox and inbox: its first label.
+    primary: Option<String>,
+    open: HashMap<String, Work>,
 }
 
 impl SqlSession {
-    pub fn new(component: Arc<str>, grants: Grants) -> SqlSession {
+    pub fn new(component: Arc<str>, grants: Grants, primary: Option<String>) -> SqlSession {
         SqlSession {
             component,
             grants,
+            primary,
             open: HashMap::new(),
         }
     }
 
-    async fn connection(&mut self, label: &str) -> Result<&mut Box<dyn Connection>, SqlError> {
+    async fn work(&mut self, label: &str) -> Result<&mut Work, SqlError> {
         if !self.open.contains_key(label) {
             let db = self
                 .grants
                 .get(label)
                 .ok_or_else(|| SqlError::Unavailable(format!("no database `{label}`")))?;
             let conn = db.connect().await?;
-            self.open.insert(label.to_owned(), conn);
+            self.open.insert(label.to_owned(), Work::new(conn));
         }
         Ok(self.open.get_mut(label).expect("inserted above"))
+    }
+
+    /// Runs a host statement in the unit of work of the component's primary database.
+    pub async fn execute_in_primary(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<Rows, SqlError> {
+        let label = self.primary.clone().ok_or_else(|| {
+            SqlError::Unavailable(format!(
+                "component `{}` has no database for its outbox and inbox",
+                self.component
+            ))
+        })?;
+        self.work(&label)
+            .await?
+            .execute_in_transaction(statement, params)
+            .await
+    }
+
+    /// Commits every database the invocation wrote to, the primary one last: it holds the
+    /// outbox, so messages never announce writes that did not happen.
+    pub async fn commit(&mut self) -> Result<(), SqlError> {
+        let primary = self.primary.as_deref();
+        for (_, work) in self
+            .open
+            .iter_mut()
+            .filter(|(l, _)| Some(l.as_str()) != primary)
+        {
+            work.commit().await?;
+        }
+        if let Some(work) = primary.and_then(|p| self.open.get_mut(p)) {
+            work.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Discards everything the invocation wrote.
+    pub async fn rollback(&mut self) {
+        for (label, work) in &mut self.open {
+            if let Err(e) = work.rollback().await {
+                tracing::warn!(component = %self.component, database = %label, "rollback failed, closing the connection: {e}");
+            }
+        }
+        self.open.clear();
     }
 }
 
@@ -86,8 +135,8 @@ impl sqlite::HostConnection for SqlView<'_> {
         let span = tracing::info_span!("sql.execute", db = %label, rows = tracing::field::Empty);
         let params = parameters.into_iter().map(Value::from).collect();
         let result = async {
-            let conn = self.session.connection(&label).await?;
-            conn.execute(&statement, params).await
+            let work = self.session.work(&label).await?;
+            work.execute(&statement, params).await
         }
         .instrument(span.clone())
         .await;

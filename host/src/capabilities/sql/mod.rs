@@ -7,11 +7,13 @@
 //!
 //! A label is granted to one component only (checked when the manifest loads), so no
 //! component can reach another's data. A connection belongs to one invocation for its whole
-//! life: everything the guest runs, its own `BEGIN … COMMIT` included, goes through it.
+//! life, and everything it writes is one transaction ([`unit_of_work`]), committed when the
+//! invocation succeeds.
 
 mod host;
 pub mod migrate;
 pub(crate) mod sqlite;
+pub mod unit_of_work;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,12 @@ pub trait Database: Send + Sync {
 #[async_trait::async_trait]
 pub trait Connection: Send {
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, SqlError>;
+    /// Opens a transaction that holds the write lock from the start, so it cannot fail
+    /// later for having read a stale snapshot. A connection dropped inside one is closed,
+    /// never handed to the next invocation mid-transaction.
+    async fn begin(&mut self) -> Result<(), SqlError>;
+    async fn commit(&mut self) -> Result<(), SqlError>;
+    async fn rollback(&mut self) -> Result<(), SqlError>;
 }
 
 /// `[sqlite_database.<label>]` in the runtime config.

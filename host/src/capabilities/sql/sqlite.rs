@@ -57,7 +57,10 @@ pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Resu
 impl Database for SqliteDatabase {
     async fn connect(&self) -> Result<Box<dyn Connection>, SqlError> {
         let conn = self.pool.acquire().await.map_err(unavailable)?;
-        Ok(Box::new(SqliteConnection { conn }))
+        Ok(Box::new(SqliteConnection {
+            conn,
+            in_transaction: false,
+        }))
     }
 
     async fn migrate(&self, dir: &Path) -> Result<Applied, MigrationError> {
@@ -72,6 +75,27 @@ impl Database for SqliteDatabase {
 
 struct SqliteConnection {
     conn: sqlx::pool::PoolConnection<Sqlite>,
+    /// Set between `begin` and its end; the pool knows nothing of raw transactions.
+    in_transaction: bool,
+}
+
+impl SqliteConnection {
+    async fn run(&mut self, statement: &'static str) -> Result<(), SqlError> {
+        (&mut *self.conn)
+            .execute(statement)
+            .await
+            .map(drop)
+            .map_err(statement_error)
+    }
+}
+
+impl Drop for SqliteConnection {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            // Closing the connection rolls the transaction back.
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -112,6 +136,24 @@ impl Connection for SqliteConnection {
             .map_err(statement_error)?;
         let rows = rows.iter().map(row_values).collect::<Result<_, _>>()?;
         Ok(Rows { columns, rows })
+    }
+
+    async fn begin(&mut self) -> Result<(), SqlError> {
+        self.run("BEGIN IMMEDIATE").await?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), SqlError> {
+        self.run("COMMIT").await?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) -> Result<(), SqlError> {
+        self.run("ROLLBACK").await?;
+        self.in_transaction = false;
+        Ok(())
     }
 }
 

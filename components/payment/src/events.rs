@@ -1,0 +1,228 @@
+//! The payment side of the saga.
+//!
+//! | subject in | effect | subject out |
+//! |---|---|---|
+//! | `order.created` | charge through the provider, record the payment | `payment.succeeded` or `payment.failed` |
+//! | `order.cancelled` | refund a succeeded charge, or mark the order so no later charge survives | `payment.refunded` when a charge is refunded |
+//!
+//! Idempotent by order id: one payment row per order (`UNIQUE`), provider calls keyed by
+//! order. Provider calls happen before the writes, so the database is not locked while
+//! the provider thinks; where the other handler may have raced in between, the check is
+//! repeated inside the write transaction.
+
+use common::ApiError;
+use common::db::{Db, DbError, int, text};
+use common::events;
+use serde::{Deserialize, Serialize};
+
+use crate::DATABASE;
+use crate::provider::{self, Charge};
+
+wit_bindgen::generate!({
+    world: "berth:services/subscriber",
+    path: ["../../wit/deps/messaging@0.2.0", "../../wit/services"],
+    generate_all,
+});
+
+use exports::wasmcloud::messaging::handler::Guest;
+use wasmcloud::messaging::consumer;
+use wasmcloud::messaging::types::BrokerMessage;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderCreated {
+    order_id: String,
+    user_id: String,
+    total_cents: i64,
+    currency: String,
+    payment_method_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderCancelled {
+    order_id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentEvent<'a> {
+    order_id: &'a str,
+    payment_id: &'a str,
+    amount_cents: i64,
+    currency: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+struct Handler;
+
+impl Guest for Handler {
+    fn handle_message(msg: BrokerMessage) -> Result<(), String> {
+        let result = match msg.subject.as_str() {
+            "order.created" => order_created(events::parse(&msg.subject, &msg.body)?.data),
+            "order.cancelled" => order_cancelled(events::parse(&msg.subject, &msg.body)?.data),
+            _ => Ok(()),
+        };
+        result.map_err(|e| e.to_string())
+    }
+}
+
+export!(Handler);
+
+fn provider_unavailable(message: String) -> ApiError {
+    ApiError::new(502, "PROVIDER_UNAVAILABLE", message)
+}
+
+/// The order's payment: its id, status, amount, currency and provider reference.
+struct Existing {
+    id: String,
+    status: String,
+    amount_cents: i64,
+    currency: String,
+    provider_ref: Option<String>,
+}
+
+fn payment_for(db: &Db, order_id: &str) -> Result<Option<Existing>, ApiError> {
+    let rows = db.query(
+        "SELECT id, status, amount_cents, currency, provider_ref FROM payments WHERE order_id = ?",
+        &[text(order_id)],
+    )?;
+    Ok(rows.rows().next().map(|row| Existing {
+        id: row.get::<&str>("id").unwrap_or_default().to_owned(),
+        status: row.get::<&str>("status").unwrap_or_default().to_owned(),
+        amount_cents: row.get::<i64>("amount_cents").unwrap_or_default(),
+        currency: row.get::<&str>("currency").unwrap_or_default().to_owned(),
+        provider_ref: row.get::<&str>("provider_ref").map(str::to_owned),
+    }))
+}
+
+fn is_cancelled(db: &Db, order_id: &str) -> Result<bool, ApiError> {
+    let rows = db.query(
+        "SELECT 1 FROM cancelled_orders WHERE order_id = ?",
+        &[text(order_id)],
+    )?;
+    Ok(rows.rows().next().is_some())
+}
+
+fn publish(
+    subject: &str,
+    payment: &Existing,
+    order_id: &str,
+    reason: Option<&str>,
+) -> Result<(), ApiError> {
+    let body = events::envelope(
+        subject,
+        PaymentEvent {
+            order_id,
+            payment_id: &payment.id,
+            amount_cents: payment.amount_cents,
+            currency: &payment.currency,
+            reason,
+        },
+    )
+    .map_err(ApiError::internal)?;
+    consumer::publish(&BrokerMessage {
+        subject: subject.to_owned(),
+        body,
+        reply_to: None,
+    })
+    .map_err(|e| ApiError::internal(format!("cannot publish {subject}: {e}")))
+}
+
+/// Refunds `payment` at the provider and records it, announcing `payment.refunded`.
+fn refund(db: &Db, payment: &Existing, order_id: &str) -> Result<(), ApiError> {
+    let provider_ref = payment.provider_ref.as_deref().unwrap_or_default();
+    provider::refund(order_id, provider_ref).map_err(provider_unavailable)?;
+    let rows = db.query(
+        "UPDATE payments SET status = 'refunded', updated_at = ?
+         WHERE id = ? AND status = 'succeeded' RETURNING id",
+        &[text(common::now()), text(&payment.id)],
+    )?;
+    if rows.rows().next().is_some() {
+        publish("payment.refunded", payment, order_id, None)?;
+    }
+    Ok(())
+}
+
+fn order_created(order: OrderCreated) -> Result<(), ApiError> {
+    let db = Db::open(DATABASE)?;
+    if payment_for(&db, &order.order_id)?.is_some() || is_cancelled(&db, &order.order_id)? {
+        return Ok(());
+    }
+    let charge = provider::charge(
+        &order.order_id,
+        order.total_cents,
+        &order.currency,
+        &order.payment_method_id,
+    )
+    .map_err(provider_unavailable)?;
+    let (status, provider_ref, reason) = match &charge {
+        Charge::Succeeded { provider_ref } => ("succeeded", Some(provider_ref.as_str()), None),
+        Charge::Declined { reason } => ("failed", None, Some(reason.as_str())),
+    };
+    let now = common::now();
+    let payment = Existing {
+        id: common::new_id(),
+        status: status.to_owned(),
+        amount_cents: order.total_cents,
+        currency: order.currency.clone(),
+        provider_ref: provider_ref.map(str::to_owned),
+    };
+    db.transaction(|tx| {
+        let inserted = tx.try_query(
+            "INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status,
+                                   provider_ref, failure_reason, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            &[
+                text(&payment.id),
+                text(&order.order_id),
+                text(&order.user_id),
+                int(order.total_cents),
+                text(&order.currency),
+                text(status),
+                provider_ref.map_or(spin_sdk::sqlite::Value::Null, text),
+                reason.map_or(spin_sdk::sqlite::Value::Null, text),
+                text(&now),
+                text(&now),
+            ],
+        );
+        match inserted {
+            Ok(_) => {}
+            // Another delivery of this order recorded its payment first.
+            Err(DbError::Conflict) => return Ok(()),
+            Err(DbError::Other(e)) => return Err(e),
+        }
+        if status == "succeeded" && is_cancelled(tx, &order.order_id)? {
+            // Cancelled while being charged: the charge must not survive.
+            return refund(tx, &payment, &order.order_id);
+        }
+        let subject = if status == "succeeded" {
+            "payment.succeeded"
+        } else {
+            "payment.failed"
+        };
+        publish(subject, &payment, &order.order_id, reason)
+    })
+}
+
+fn order_cancelled(cancelled: OrderCancelled) -> Result<(), ApiError> {
+    let db = Db::open(DATABASE)?;
+    let order_id = cancelled.order_id.as_str();
+    match payment_for(&db, order_id)? {
+        Some(payment) if payment.status == "succeeded" => refund(&db, &payment, order_id),
+        Some(_) => Ok(()),
+        None => db.transaction(|tx| {
+            tx.query(
+                "INSERT INTO cancelled_orders (order_id, cancelled_at) VALUES (?, ?)
+                 ON CONFLICT (order_id) DO NOTHING",
+                &[text(order_id), text(common::now())],
+            )?;
+            // A charge may have been recorded since the first look.
+            match payment_for(tx, order_id)? {
+                Some(payment) if payment.status == "succeeded" => refund(tx, &payment, order_id),
+                _ => Ok(()),
+            }
+        }),
+    }
+}

@@ -1,0 +1,179 @@
+//! Delivery: each subscribing component's consumer group takes messages from the bus and
+//! runs the component's current version on each, under the same sandbox and concurrency
+//! limit as its HTTP requests. A message already in the component's inbox is acknowledged
+//! without running anything; a handler error, trap or timeout rolls its work back and the
+//! message is retried with exponential backoff and jitter, then dead-lettered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tracing::Instrument as _;
+
+use super::subject::matches_any;
+use super::{Bus, Delivery, Message, Responder, SubscribeOptions, outbox};
+use crate::capabilities::sql::Database;
+use crate::components::Slot;
+use crate::components::invocation::{self, Failure};
+use crate::engine::Engine;
+use crate::state::Finished;
+
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Time a delivery may stay unsettled beyond the handler's deadline before the bus hands
+/// it out again.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// The wait before delivery `attempt + 1`: doubling from 200 ms up to 30 s, with jitter
+/// (a random point in the upper half) so retries of a burst do not arrive together.
+pub fn backoff(attempt: u32) -> Duration {
+    let full = FIRST_RETRY
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(MAX_RETRY);
+    full.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// One component's consumer group.
+pub struct Consumer {
+    pub slot: Arc<Slot>,
+    pub engine: Engine,
+    pub bus: Arc<dyn Bus>,
+    pub group: String,
+    pub patterns: Vec<String>,
+    pub max_attempts: u32,
+    /// The component's database that holds its inbox.
+    pub inbox: Arc<dyn Database>,
+}
+
+impl Consumer {
+    /// Delivers until `stop` turns true; deliveries already running finish on their own.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let options = SubscribeOptions {
+            lease: this.slot.current().limits.timeout + LEASE_MARGIN,
+            batch: (this.slot.permits.available_permits()).clamp(1, 64),
+        };
+        let mut wait = Duration::from_millis(200);
+        let mut subscription = loop {
+            match this
+                .bus
+                .subscribe(&this.group, &this.patterns, options)
+                .await
+            {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(component = %this.slot.id, group = %this.group, "cannot subscribe yet: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = super::stopped(&mut stop) => return,
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        tracing::info!(component = %this.slot.id, group = %this.group, subjects = ?this.patterns, "subscribed");
+        loop {
+            let delivery = tokio::select! {
+                d = subscription.next() => d,
+                _ = super::stopped(&mut stop) => return,
+            };
+            let Some(delivery) = delivery else {
+                return;
+            };
+            let permit = tokio::select! {
+                p = this.slot.permits.clone().acquire_owned() => p,
+                _ = super::stopped(&mut stop) => return,
+            };
+            let Ok(permit) = permit else {
+                return;
+            };
+            let this = this.clone();
+            tokio::spawn(async move { this.deliver(delivery, permit).await });
+        }
+    }
+
+    async fn deliver(&self, delivery: Delivery, permit: OwnedSemaphorePermit) {
+        let Delivery {
+            message,
+            attempt,
+            settle,
+        } = delivery;
+        let span = tracing::info_span!(
+            "message",
+            component = %self.slot.id,
+            subject = %message.subject,
+            message_id = %message.id,
+            attempt,
+        );
+        async {
+            let result = match outbox::was_handled(&self.inbox, &message.id).await {
+                Ok(true) => Ok(Finished::Duplicate),
+                Ok(false) => {
+                    invocation::handle_message(
+                        &self.engine,
+                        &self.slot,
+                        permit,
+                        &message,
+                        None,
+                        true,
+                    )
+                    .await
+                }
+                Err(e) => Err(Failure::Failed(format!("cannot read its inbox: {e}"))),
+            };
+            let settled = match result {
+                Ok(Finished::Committed) => settle.ack().await,
+                Ok(Finished::Duplicate) => {
+                    tracing::info!("already handled; acknowledged without running again");
+                    settle.ack().await
+                }
+                Ok(Finished::RolledBack) => settle.retry(backoff(attempt)).await,
+                Err(failure) if attempt >= self.max_attempts => {
+                    let error = format!("component `{}` {failure}", self.slot.id);
+                    tracing::error!("{error}; dead-lettered after {attempt} attempts");
+                    settle.dead_letter(&error).await
+                }
+                Err(failure) => {
+                    let delay = backoff(attempt);
+                    tracing::warn!(
+                        "component `{}` {failure}; retrying in {} ms",
+                        self.slot.id,
+                        delay.as_millis()
+                    );
+                    settle.retry(delay).await
+                }
+            };
+            if let Err(e) = settled {
+                tracing::warn!("cannot settle the delivery ({e}); the bus will deliver it again");
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Answers `consumer.request` with the first local component subscribed to the subject.
+pub struct Responders {
+    pub engine: Engine,
+    pub subscribers: Vec<(Vec<String>, Arc<Slot>)>,
+}
+
+#[async_trait::async_trait]
+impl Responder for Responders {
+    async fn respond(&self, message: Message, reply_to: String) -> Result<(), String> {
+        let slot = self
+            .subscribers
+            .iter()
+            .find(|(patterns, _)| matches_any(patterns, &message.subject))
+            .map(|(_, slot)| slot)
+            .ok_or_else(|| format!("no component subscribes to `{}`", message.subject))?;
+        let limits = slot.current().limits;
+        let permit = invocation::acquire(slot, &limits)
+            .await
+            .map_err(|f| format!("component `{}` {f}", slot.id))?;
+        invocation::handle_message(&self.engine, slot, permit, &message, Some(reply_to), false)
+            .await
+            .map(drop)
+            .map_err(|f| format!("component `{}` {f}", slot.id))
+    }
+}

@@ -1,0 +1,494 @@
+//! The embedded bus: a SQLite file in the data dir, so events survive a crash or restart of
+//! the one host that owns it. A published message is fanned out at once to a delivery row
+//! per consumer group whose patterns match it; a group takes due rows under a lease, and the
+//! lease lapses when the host restarts, so nothing handed to a dead process is lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Executor, Row};
+
+use super::subject::matches_any;
+use super::{Bus, BusError, DeadLetter, Delivery, Message, Settle, SubscribeOptions, Subscription};
+use crate::capabilities::sql::sqlite::open_pool;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL,
+    traceparent TEXT,
+    body BLOB NOT NULL,
+    published_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consumers (
+    grp TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    PRIMARY KEY (grp, pattern)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    grp TEXT NOT NULL,
+    seq INTEGER NOT NULL REFERENCES messages (seq),
+    attempt INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER NOT NULL,
+    leased_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (grp, seq)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (grp, due_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    failed_at TEXT NOT NULL
+);
+";
+
+/// Settled messages are kept this long, so a relay that publishes the same message again
+/// (it crashed between publishing and deleting its outbox row) is recognised.
+const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
+/// The longest a waiting consumer sleeps before looking again, whatever it was told.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
+pub struct EmbeddedBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: SqlitePool,
+    /// Each group's patterns; mirrors the `consumers` table, read on every publish.
+    groups: RwLock<HashMap<String, Vec<String>>>,
+    /// Bumped after every commit that may have made a delivery due.
+    published: tokio::sync::watch::Sender<u64>,
+}
+
+impl EmbeddedBus {
+    pub async fn open(dir: &Path) -> anyhow::Result<EmbeddedBus> {
+        let pool = open_pool(&dir.join("bus.db"), 8).await?;
+        pool.execute(SCHEMA).await?;
+        // Leases belong to the process that took them; whatever the last one held is due.
+        sqlx::query("UPDATE deliveries SET leased_until = 0")
+            .execute(&pool)
+            .await?;
+        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        for row in sqlx::query("SELECT grp, pattern FROM consumers")
+            .fetch_all(&pool)
+            .await?
+        {
+            groups
+                .entry(row.try_get("grp")?)
+                .or_default()
+                .push(row.try_get("pattern")?);
+        }
+        let shared = Arc::new(Shared {
+            pool,
+            groups: RwLock::new(groups),
+            published: tokio::sync::watch::Sender::new(0),
+        });
+        tokio::spawn(forget_settled(Arc::downgrade(&shared)));
+        Ok(EmbeddedBus { shared })
+    }
+}
+
+/// Deletes settled messages once they are older than the dedupe window.
+async fn forget_settled(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let before = now_ms() - DEDUPE_WINDOW.as_millis() as i64;
+        if let Err(e) = sqlx::query(
+            "DELETE FROM messages WHERE published_at < ?
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = messages.seq)",
+        )
+        .bind(before)
+        .execute(&shared.pool)
+        .await
+        {
+            tracing::warn!("embedded bus: cannot forget settled messages: {e}");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn failed(e: sqlx::Error) -> BusError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            BusError::Unavailable(e.to_string())
+        }
+        other => BusError::Failed(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for EmbeddedBus {
+    async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
+        let shared = &self.shared;
+        let groups: Vec<(String, Vec<String>)> = shared
+            .groups
+            .read()
+            .map_err(|_| BusError::Failed("the consumer table lock is poisoned".into()))?
+            .iter()
+            .map(|(g, p)| (g.clone(), p.clone()))
+            .collect();
+        let now = now_ms();
+        let mut tx = shared.pool.begin().await.map_err(failed)?;
+        for message in messages {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO messages (id, subject, traceparent, body, published_at)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq",
+            )
+            .bind(&message.id)
+            .bind(&message.subject)
+            .bind(&message.traceparent)
+            .bind(&message.body)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(failed)?;
+            let Some(seq) = seq else {
+                continue; // already stored: published again by a relay that crashed
+            };
+            for (group, patterns) in &groups {
+                if matches_any(patterns, &message.subject) {
+                    sqlx::query("INSERT INTO deliveries (grp, seq, due_at) VALUES (?, ?, ?)")
+                        .bind(group)
+                        .bind(seq)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(failed)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(failed)?;
+        shared.published.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        patterns: &[String],
+        options: SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let shared = &self.shared;
+        let mut tx = shared.pool.begin().await.map_err(failed)?;
+        sqlx::query("DELETE FROM consumers WHERE grp = ?")
+            .bind(group)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        for pattern in patterns {
+            sqlx::query("INSERT INTO consumers (grp, pattern) VALUES (?, ?)")
+                .bind(group)
+                .bind(pattern)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+        }
+        tx.commit().await.map_err(failed)?;
+        shared
+            .groups
+            .write()
+            .map_err(|_| BusError::Failed("the consumer table lock is poisoned".into()))?
+            .insert(group.to_owned(), patterns.to_vec());
+        Ok(Box::new(EmbeddedSubscription {
+            shared: shared.clone(),
+            group: group.into(),
+            options,
+            ready: VecDeque::new(),
+            published: shared.published.subscribe(),
+        }))
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
+        let rows = sqlx::query(
+            "SELECT id, grp, subject, body, attempts, error, failed_at
+             FROM dead_letters ORDER BY n DESC LIMIT 1000",
+        )
+        .fetch_all(&self.shared.pool)
+        .await
+        .map_err(failed)?;
+        let mut letters = rows
+            .iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    id: row.try_get("id")?,
+                    group: row.try_get("grp")?,
+                    subject: row.try_get("subject")?,
+                    body: super::printable(&row.try_get::<Vec<u8>, _>("body")?),
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                    error: row.try_get("error")?,
+                    failed_at: row.try_get("failed_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(failed)?;
+        letters.reverse();
+        Ok(letters)
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        self.shared
+            .pool
+            .execute("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+}
+
+struct EmbeddedSubscription {
+    shared: Arc<Shared>,
+    group: Arc<str>,
+    options: SubscribeOptions,
+    ready: VecDeque<Delivery>,
+    published: tokio::sync::watch::Receiver<u64>,
+}
+
+impl EmbeddedSubscription {
+    /// Leases the due deliveries of the group, up to a batch.
+    async fn claim(&mut self) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        let lease_end = now + self.options.lease.as_millis() as i64;
+        let mut tx = self.shared.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "SELECT d.seq, d.attempt, m.id, m.subject, m.traceparent, m.body
+             FROM deliveries d JOIN messages m ON m.seq = d.seq
+             WHERE d.grp = ? AND d.due_at <= ? AND d.leased_until <= ?
+             ORDER BY d.due_at, d.seq LIMIT ?",
+        )
+        .bind(&*self.group)
+        .bind(now)
+        .bind(now)
+        .bind(self.options.batch as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let seq: i64 = row.try_get("seq")?;
+            sqlx::query(
+                "UPDATE deliveries SET leased_until = ?, attempt = attempt + 1
+                 WHERE grp = ? AND seq = ?",
+            )
+            .bind(lease_end)
+            .bind(&*self.group)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            self.ready.push_back(Delivery {
+                message: Message {
+                    id: row.try_get("id")?,
+                    subject: row.try_get("subject")?,
+                    body: row.try_get("body")?,
+                    traceparent: row.try_get("traceparent")?,
+                },
+                attempt: row.try_get::<i64, _>("attempt")? as u32 + 1,
+                settle: Box::new(EmbeddedSettle {
+                    shared: self.shared.clone(),
+                    group: self.group.clone(),
+                    seq,
+                }),
+            });
+        }
+        tx.commit().await
+    }
+
+    /// How long until the group's next delivery may become due, at most [`MAX_IDLE`].
+    async fn idle_time(&self) -> Duration {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(MAX(due_at, leased_until)) FROM deliveries WHERE grp = ?",
+        )
+        .bind(&*self.group)
+        .fetch_one(&self.shared.pool)
+        .await
+        .ok()
+        .flatten();
+        next.map_or(MAX_IDLE, |at| {
+            Duration::from_millis((at - now_ms()).max(1) as u64).min(MAX_IDLE)
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Subscription for EmbeddedSubscription {
+    async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(delivery) = self.ready.pop_front() {
+                return Some(delivery);
+            }
+            self.published.mark_unchanged();
+            if let Err(e) = self.claim().await {
+                if self.shared.pool.is_closed() {
+                    return None;
+                }
+                tracing::warn!(group = %self.group, "embedded bus: cannot take deliveries: {e}");
+                tokio::time::sleep(MAX_IDLE).await;
+                continue;
+            }
+            if self.ready.is_empty() {
+                let idle = self.idle_time().await;
+                let _ = tokio::time::timeout(idle, self.published.changed()).await;
+            }
+        }
+    }
+}
+
+struct EmbeddedSettle {
+    shared: Arc<Shared>,
+    group: Arc<str>,
+    seq: i64,
+}
+
+#[async_trait::async_trait]
+impl Settle for EmbeddedSettle {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        sqlx::query("DELETE FROM deliveries WHERE grp = ? AND seq = ?")
+            .bind(&*self.group)
+            .bind(self.seq)
+            .execute(&self.shared.pool)
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+
+    async fn retry(self: Box<Self>, delay: Duration) -> Result<(), BusError> {
+        sqlx::query("UPDATE deliveries SET due_at = ?, leased_until = 0 WHERE grp = ? AND seq = ?")
+            .bind(now_ms() + delay.as_millis() as i64)
+            .bind(&*self.group)
+            .bind(self.seq)
+            .execute(&self.shared.pool)
+            .await
+            .map_err(failed)?;
+        self.shared.published.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    async fn dead_letter(self: Box<Self>, error: &str) -> Result<(), BusError> {
+        let failed_at = crate::telemetry::rfc3339_now();
+        let mut tx = self.shared.pool.begin().await.map_err(failed)?;
+        sqlx::query(
+            "INSERT INTO dead_letters (id, grp, subject, body, attempts, error, failed_at)
+             SELECT m.id, d.grp, m.subject, m.body, d.attempt, ?, ?
+             FROM deliveries d JOIN messages m ON m.seq = d.seq
+             WHERE d.grp = ? AND d.seq = ?",
+        )
+        .bind(error)
+        .bind(failed_at)
+        .bind(&*self.group)
+        .bind(self.seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        sqlx::query("DELETE FROM deliveries WHERE grp = ? AND seq = ?")
+            .bind(&*self.group)
+            .bind(self.seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, subject: &str) -> Message {
+        Message {
+            id: id.into(),
+            subject: subject.into(),
+            body: b"{}".to_vec(),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        }
+    }
+
+    const OPTIONS: SubscribeOptions = SubscribeOptions {
+        lease: Duration::from_secs(60),
+        batch: 8,
+    };
+
+    async fn next(sub: &mut Box<dyn Subscription>) -> Option<Delivery> {
+        tokio::time::timeout(Duration::from_millis(300), sub.next())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn matching_messages_are_delivered_once_per_group_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path()).await.unwrap();
+        let mut sub = bus.subscribe("g", &["a.*".into()], OPTIONS).await.unwrap();
+        let mut other = bus.subscribe("h", &["a.x".into()], OPTIONS).await.unwrap();
+        bus.publish(&[message("1", "a.x"), message("2", "b.y")])
+            .await
+            .unwrap();
+        // Published again by a relay that crashed before deleting it: stored once.
+        bus.publish(&[message("1", "a.x")]).await.unwrap();
+
+        let first = next(&mut sub).await.expect("a delivery");
+        assert_eq!(first.message, message("1", "a.x"));
+        assert_eq!(first.attempt, 1);
+        assert!(
+            next(&mut sub).await.is_none(),
+            "b.y does not match, 1 is stored once"
+        );
+        first.settle.retry(Duration::ZERO).await.unwrap();
+        let again = next(&mut sub).await.expect("the retry");
+        assert_eq!(again.attempt, 2);
+        again.settle.ack().await.unwrap();
+        assert!(next(&mut sub).await.is_none());
+
+        let theirs = next(&mut other).await.expect("group h has its own copy");
+        assert_eq!(theirs.message.id, "1");
+        theirs.settle.dead_letter("it broke").await.unwrap();
+        let dead = bus.dead_letters().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (
+                dead[0].group.as_str(),
+                dead[0].attempts,
+                dead[0].error.as_str()
+            ),
+            ("h", 1, "it broke")
+        );
+        assert!(next(&mut other).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn unsettled_deliveries_and_subscriptions_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let bus = EmbeddedBus::open(dir.path()).await.unwrap();
+            let mut sub = bus.subscribe("g", &[">".into()], OPTIONS).await.unwrap();
+            bus.publish(&[message("1", "a.x")]).await.unwrap();
+            let taken = next(&mut sub).await.expect("a delivery");
+            // The process dies holding the lease.
+            std::mem::forget(taken);
+        }
+        let bus = EmbeddedBus::open(dir.path()).await.unwrap();
+        // Published before the group resumes: it still waits for the group.
+        bus.publish(&[message("2", "a.y")]).await.unwrap();
+        let mut sub = bus.subscribe("g", &[">".into()], OPTIONS).await.unwrap();
+        let mut ids = Vec::new();
+        while let Some(d) = next(&mut sub).await {
+            ids.push(d.message.id.clone());
+            d.settle.ack().await.unwrap();
+        }
+        ids.sort();
+        assert_eq!(ids, ["1", "2"]);
+    }
+}

@@ -1,0 +1,158 @@
+//! The two tables the host keeps in a publishing or subscribing component's first database:
+//! `_berth_outbox`, messages committed with the writes that caused them and not yet on the
+//! bus, and `_berth_inbox`, the ids of messages already applied. Being in the component's
+//! own database is what lets one local transaction cover the writes, the messages and the
+//! dedupe record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Message;
+use crate::capabilities::sql::{Database, SqlError, SqlSession, Value};
+
+const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS _berth_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        traceparent TEXT,
+        body BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS _berth_inbox (
+        message_id TEXT PRIMARY KEY,
+        handled_at INTEGER NOT NULL
+    )",
+];
+
+/// How long handled message ids are remembered; redeliveries come far sooner.
+pub const INBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Creates the tables when missing (at load, before any invocation).
+pub async fn create(db: &Arc<dyn Database>) -> Result<(), SqlError> {
+    let mut conn = db.connect().await?;
+    for statement in SCHEMA {
+        conn.execute(statement, vec![]).await?;
+    }
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Adds the invocation's messages to its unit of work.
+pub async fn append(sql: &mut SqlSession, messages: &[Message]) -> Result<(), SqlError> {
+    let now = now_ms();
+    for m in messages {
+        sql.execute_in_primary(
+            "INSERT INTO _berth_outbox (id, subject, traceparent, body, created_at)
+             VALUES (?, ?, ?, ?, ?)",
+            vec![
+                Value::Text(m.id.clone()),
+                Value::Text(m.subject.clone()),
+                m.traceparent.clone().map_or(Value::Null, Value::Text),
+                Value::Blob(m.body.clone()),
+                Value::Integer(now),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records `id` as handled in the unit of work; false when it already was.
+pub async fn record_handled(sql: &mut SqlSession, id: &str) -> Result<bool, SqlError> {
+    let rows = sql
+        .execute_in_primary(
+            "INSERT INTO _berth_inbox (message_id, handled_at) VALUES (?, ?)
+             ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+            vec![Value::Text(id.to_owned()), Value::Integer(now_ms())],
+        )
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// Whether `id` was handled already: checked before running a handler, so a redelivered
+/// message does not even repeat its side effects outside the database.
+pub async fn was_handled(db: &Arc<dyn Database>, id: &str) -> Result<bool, SqlError> {
+    let rows = db
+        .connect()
+        .await?
+        .execute(
+            "SELECT 1 FROM _berth_inbox WHERE message_id = ?",
+            vec![Value::Text(id.to_owned())],
+        )
+        .await?;
+    Ok(!rows.rows.is_empty())
+}
+
+/// The oldest committed messages not yet on the bus, with the sequence of the last.
+pub async fn pending(
+    db: &Arc<dyn Database>,
+    limit: usize,
+) -> Result<(Vec<Message>, Option<i64>), SqlError> {
+    let rows = db
+        .connect()
+        .await?
+        .execute(
+            "SELECT seq, id, subject, traceparent, body FROM _berth_outbox ORDER BY seq LIMIT ?",
+            vec![Value::Integer(limit as i64)],
+        )
+        .await?;
+    let mut last = None;
+    let mut messages = Vec::with_capacity(rows.rows.len());
+    for row in rows.rows {
+        let [seq, id, subject, traceparent, body]: [Value; 5] = row
+            .try_into()
+            .map_err(|_| SqlError::Statement("unexpected outbox row shape".into()))?;
+        let (Value::Integer(seq), Value::Text(id), Value::Text(subject)) = (seq, id, subject)
+        else {
+            return Err(SqlError::Statement("unexpected outbox row types".into()));
+        };
+        let body = match body {
+            Value::Blob(b) => b,
+            Value::Text(t) => t.into_bytes(),
+            _ => Vec::new(),
+        };
+        let traceparent = match traceparent {
+            Value::Text(t) => Some(t),
+            _ => None,
+        };
+        last = Some(seq);
+        messages.push(Message {
+            id,
+            subject,
+            body,
+            traceparent,
+        });
+    }
+    Ok((messages, last))
+}
+
+/// Forgets the messages up to `seq`, once the bus holds them.
+pub async fn remove_through(db: &Arc<dyn Database>, seq: i64) -> Result<(), SqlError> {
+    db.connect()
+        .await?
+        .execute(
+            "DELETE FROM _berth_outbox WHERE seq <= ?",
+            vec![Value::Integer(seq)],
+        )
+        .await
+        .map(drop)
+}
+
+/// Forgets handled ids older than [`INBOX_RETENTION`].
+pub async fn prune_inbox(db: &Arc<dyn Database>) -> Result<(), SqlError> {
+    let before = now_ms() - INBOX_RETENTION.as_millis() as i64;
+    db.connect()
+        .await?
+        .execute(
+            "DELETE FROM _berth_inbox WHERE handled_at < ?",
+            vec![Value::Integer(before)],
+        )
+        .await
+        .map(drop)
+}

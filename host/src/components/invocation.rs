@@ -1,0 +1,235 @@
+//! One invocation of a component version, whatever triggered it: a fresh `Store` from the
+//! version's pre-instantiated component, run under the component's sandbox (memory limit,
+//! deadline, concurrency), its unit of work committed only if it succeeded.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use super::{Slot, Version};
+use crate::bindings::messaging_types::BrokerMessage;
+use crate::capabilities::http_outbound::OutboundHttp;
+use crate::capabilities::key_value::KvSession;
+use crate::capabilities::messaging::{Message, MessagingSession};
+use crate::capabilities::sql::SqlSession;
+use crate::config::Limits;
+use crate::engine::Engine;
+use crate::state::{Finished, InvocationState, Outcome};
+use crate::telemetry::{GuestOutput, TraceContext};
+
+/// Why an invocation produced no usable result.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("is at its limit of {0} concurrent invocations")]
+    Busy(u32),
+    #[error("cannot start: the host is running as many instances as it can hold")]
+    HostFull,
+    #[error("did not finish within its {0} ms deadline")]
+    Timeout(u128),
+    #[error("ran out of memory (limit {0} MiB)")]
+    OutOfMemory(usize),
+    #[error("trapped: {0}")]
+    Trapped(String),
+    #[error("returned without sending a response")]
+    NoResponse,
+    #[error("failed: {0}")]
+    Failed(String),
+    #[error("answered with a body of {0} bytes, over its max_response_bytes of {1}")]
+    ResponseTooLarge(u64, u64),
+    #[error("returned an error: {0}")]
+    Handler(String),
+    #[error("could not commit its writes: {0}")]
+    Commit(String),
+}
+
+/// Raised by the epoch callback when the deadline passes inside wasm.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+/// The trace an invocation belongs to, formatted once by its trigger.
+#[derive(Clone, Copy)]
+pub struct Trace<'a> {
+    /// 32 hex digits.
+    pub trace_id: &'a Arc<str>,
+    /// This hop's W3C `traceparent`.
+    pub traceparent: &'a HeaderValue,
+}
+
+/// Waits for a free slot of the component, for at most its timeout: a component that stays
+/// saturated that long fails the work rather than letting it pile up.
+pub async fn acquire(slot: &Slot, limits: &Limits) -> Result<OwnedSemaphorePermit, Failure> {
+    match tokio::time::timeout(limits.timeout, slot.permits.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(Failure::Busy(limits.max_concurrency)),
+    }
+}
+
+/// A Store for one invocation: its limits, and a deadline that traps the guest once passed
+/// and otherwise yields the worker thread every epoch tick, so a busy guest cannot starve
+/// the others.
+pub fn new_store(
+    engine: &Engine,
+    slot: &Slot,
+    version: &Version,
+    trace: Trace<'_>,
+    deadline: Instant,
+) -> Store<InvocationState> {
+    let mut store = Store::new(engine.wasmtime(), state(slot, version, trace));
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    let deadline = deadline.into_std();
+    store.epoch_deadline_callback(move |_| {
+        if std::time::Instant::now() >= deadline {
+            Err(DeadlineExceeded.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// The Store's data for one invocation: cheap handles onto the version's load-time state.
+fn state(slot: &Slot, version: &Version, trace: Trace<'_>) -> InvocationState {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.envs(&version.environment)
+        .stdout(GuestOutput::new(
+            slot.id.clone(),
+            trace.trace_id.clone(),
+            "stdout",
+        ))
+        .stderr(GuestOutput::new(
+            slot.id.clone(),
+            trace.trace_id.clone(),
+            "stderr",
+        ));
+    InvocationState {
+        table: Default::default(),
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        outbound: OutboundHttp {
+            component: slot.id.clone(),
+            allowed: version.allowed_hosts.clone(),
+            traceparent: trace.traceparent.clone(),
+            chaining: version.chaining.clone(),
+        },
+        sql: SqlSession::new(
+            slot.id.clone(),
+            version.databases.clone(),
+            version.primary_database.clone(),
+        ),
+        kv: KvSession::new(slot.id.clone(), version.stores.clone()),
+        messaging: MessagingSession::new(
+            slot.id.clone(),
+            version.publishes.clone(),
+            version.messaging.clone(),
+            trace.traceparent.to_str().unwrap_or_default().to_owned(),
+            slot.relay.clone(),
+        ),
+        variables: version.variables.clone(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(version.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build(),
+    }
+}
+
+pub fn classify(error: wasmtime::Error, limits: &Limits) -> Failure {
+    if error.downcast_ref::<DeadlineExceeded>().is_some()
+        || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+    {
+        return Failure::Timeout(limits.timeout.as_millis());
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return Failure::HostFull;
+    }
+    let message = format!("{error:#}");
+    if message.contains("forcing trap when growing memory") {
+        return Failure::OutOfMemory(limits.memory_bytes >> 20);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => Failure::Trapped(trap.to_string()),
+        None => Failure::Failed(message),
+    }
+}
+
+/// Ends the unit of work of a finished invocation.
+pub async fn finish(
+    store: &mut Store<InvocationState>,
+    outcome: Outcome<'_>,
+) -> Result<Finished, Failure> {
+    store
+        .data_mut()
+        .finish(outcome)
+        .await
+        .map_err(|e| Failure::Commit(e.to_string()))
+}
+
+/// Runs the current version's message handler on `message`, and commits what it wrote and
+/// published, with `message.id` recorded in its inbox when `inbox` (an event; a request's
+/// message is not redelivered, so it is not recorded).
+pub async fn handle_message(
+    engine: &Engine,
+    slot: &Slot,
+    permit: OwnedSemaphorePermit,
+    message: &Message,
+    reply_to: Option<String>,
+    inbox: bool,
+) -> Result<Finished, Failure> {
+    let _permit = permit;
+    let version = slot.current();
+    let Some(handler) = &version.handler else {
+        return Err(Failure::Failed(
+            "does not export wasmcloud:messaging/handler@0.2.0".into(),
+        ));
+    };
+    let limits = version.limits;
+    let trace = TraceContext::continue_or_start(message.traceparent.as_deref().map(str::as_bytes));
+    let trace_id: Arc<str> = trace.trace_id_hex().into();
+    let traceparent = trace.header();
+    let deadline = Instant::now() + limits.timeout;
+    let mut store = new_store(
+        engine,
+        slot,
+        &version,
+        Trace {
+            trace_id: &trace_id,
+            traceparent: &traceparent,
+        },
+        deadline,
+    );
+    let msg = BrokerMessage {
+        subject: message.subject.clone(),
+        body: message.body.clone(),
+        reply_to,
+    };
+    let run = async {
+        let instance = handler.instantiate_async(&mut store).await?;
+        instance
+            .wasmcloud_messaging_handler()
+            .call_handle_message(&mut store, &msg)
+            .await
+    };
+    let result = tokio::time::timeout_at(deadline, run).await;
+    let failure = match result {
+        Ok(Ok(Ok(()))) => {
+            let outcome = Outcome::Commit {
+                inbox: inbox.then_some(message.id.as_str()),
+            };
+            return finish(&mut store, outcome).await;
+        }
+        Ok(Ok(Err(e))) => Failure::Handler(e),
+        Ok(Err(e)) => classify(e, &limits),
+        Err(_) => Failure::Timeout(limits.timeout.as_millis()),
+    };
+    finish(&mut store, Outcome::Rollback).await?;
+    Err(failure)
+}

@@ -1,0 +1,192 @@
+//! The order saga, choreographed by events between the order and payment services, with
+//! the provider simulator reached by service chaining: every path and its compensation,
+//! on the embedded bus and on a real NATS JetStream.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn order_with(method: &str, quantity: i64) -> Value {
+    let mut body = order_body(quantity);
+    body["paymentMethodId"] = json!(method);
+    body
+}
+
+async fn place(app: &TestApp, user: &User, method: &str) -> String {
+    let reply = app
+        .post("/api/v1/orders", Some(&user.token), &order_with(method, 1))
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.json["status"], "pending");
+    reply.json["id"].as_str().unwrap().to_owned()
+}
+
+async fn cancel(app: &TestApp, user: &User, id: &str) -> Reply {
+    app.post(
+        &format!("/api/v1/orders/{id}/cancel"),
+        Some(&user.token),
+        &json!({}),
+    )
+    .await
+}
+
+async fn a_paid_order_is_confirmed(app: &TestApp) {
+    let user = app.user().await;
+    let id = place(app, &user, "pm_card_visa").await;
+    let order = app.order_reaches(&user, &id, "confirmed").await;
+    let payments = app.payments_of(&user, &id).await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["status"], "succeeded");
+    assert_eq!(payments[0]["amountCents"], 2249);
+    assert!(
+        payments[0]["providerRef"]
+            .as_str()
+            .unwrap()
+            .starts_with("pi_")
+    );
+    assert_eq!(order["paymentId"], payments[0]["id"]);
+}
+
+async fn a_declined_card_cancels_the_order(app: &TestApp) {
+    let user = app.user().await;
+    let id = place(app, &user, "pm_card_chargeDeclined").await;
+    app.order_reaches(&user, &id, "cancelled").await;
+    let payments = app.payments_of(&user, &id).await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["status"], "failed");
+    assert!(
+        payments[0]["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("decline"),
+        "{payments:?}"
+    );
+}
+
+async fn cancelling_a_confirmed_order_refunds_it(app: &TestApp) {
+    let user = app.user().await;
+    let id = place(app, &user, "pm_card_visa").await;
+    app.order_reaches(&user, &id, "confirmed").await;
+    let cancelled = cancel(app, &user, &id).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    app.order_reaches(&user, &id, "refunded").await;
+    let payments = app.payments_of(&user, &id).await;
+    assert_eq!(payments[0]["status"], "refunded");
+    assert_eq!(cancel(app, &user, &id).await.status, 409);
+}
+
+/// `pm_card_slow` keeps the charge in flight for 2 s while the order is cancelled.
+async fn cancelling_a_pending_order_leaves_no_charge(app: &TestApp) {
+    let user = app.user().await;
+    let id = place(app, &user, "pm_card_slow").await;
+    let cancelled = cancel(app, &user, &id).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    assert_eq!(cancelled.json["status"], "cancelled");
+    // Whatever the race, the charge that completes is refunded, and the order stays cancelled.
+    let payment = eventually(
+        Duration::from_secs(20),
+        "the late charge refunded",
+        || async {
+            let payments = app.payments_of(&user, &id).await;
+            let p = payments.first()?.clone();
+            (p["status"] == "refunded").then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(payment["status"], "refunded");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let order = app
+        .get(&format!("/api/v1/orders/{id}"), Some(&user.token))
+        .await;
+    assert_eq!(order.json["status"], "cancelled", "{}", order.text);
+}
+
+async fn every_path(app: &TestApp) {
+    tokio::join!(
+        a_paid_order_is_confirmed(app),
+        a_declined_card_cancels_the_order(app),
+        cancelling_a_confirmed_order_refunds_it(app),
+        cancelling_a_pending_order_leaves_no_charge(app),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_saga_path_completes_on_the_embedded_bus() {
+    let app = spawn_shop().await;
+    every_path(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_saga_path_completes_on_nats_jetstream() {
+    let nats = NatsServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = nats.runtime_config(data.path());
+    let app = spawn_with(SHOP, Some(config), data).await;
+    every_path(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_applies_once() {
+    let app = spawn_shop().await;
+    let user = app.user().await;
+    let id = place(&app, &user, "pm_card_visa").await;
+    app.order_reaches(&user, &id, "confirmed").await;
+    // Hand every delivered order.created to the payment group again, as a bus does when an
+    // acknowledgement is lost.
+    let bus = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new().filename(app.data_dir.path().join("bus/bus.db")),
+    )
+    .await
+    .unwrap();
+    let redelivered = sqlx::query(
+        "INSERT INTO deliveries (grp, seq, due_at) SELECT 'payment', seq, 0 FROM messages
+         WHERE subject = 'order.created'",
+    )
+    .execute(&bus)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert!(redelivered >= 1);
+    eventually(
+        Duration::from_secs(10),
+        "the redelivery settled",
+        || async {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+                .fetch_one(&bus)
+                .await
+                .unwrap();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    let payments = app.payments_of(&user, &id).await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["status"], "succeeded");
+}
+
+/// Orders placed while NATS is down for a while all complete once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_under_load_loses_nothing() {
+    let mut nats = NatsServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = nats.runtime_config(data.path());
+    let app = spawn_with(SHOP, Some(config), data).await;
+    let user = app.user().await;
+    let mut orders = Vec::new();
+    for i in 0..30 {
+        if i == 10 {
+            nats.stop();
+        }
+        if i == 20 {
+            nats.restart().await;
+        }
+        orders.push(place(&app, &user, "pm_card_visa").await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &orders {
+        app.order_reaches(&user, id, "confirmed").await;
+        assert_eq!(app.payments_of(&user, id).await.len(), 1);
+    }
+}
