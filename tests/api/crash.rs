@@ -105,7 +105,7 @@ async fn killed_mid_burst(data: tempfile::TempDir) {
         let (client, base, token) = (client.clone(), base.clone(), token.clone());
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
-            for _ in 0..40 {
+            for _ in 0..1000 {
                 let sent = client
                     .post(format!("{base}/api/v1/orders"))
                     .bearer_auth(&token)
@@ -132,6 +132,10 @@ async fn killed_mid_burst(data: tempfile::TempDir) {
     for task in burst {
         acknowledged.extend(task.await.unwrap());
     }
+    assert!(
+        acknowledged.len() < 8 * 1000,
+        "the host must die while clients are still placing orders"
+    );
     assert!(
         acknowledged.len() >= 5,
         "the burst was under way: {}",

@@ -28,11 +28,29 @@ async fn received(app: &TestApp) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The events app on a real NATS JetStream, kept running as long as the app.
+async fn spawn_on_nats() -> (TestApp, NatsServer) {
+    let nats = NatsServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = nats.runtime_config(data.path());
+    (spawn_with(EVENTS, Some(config), data).await, nats)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_published_by_a_failed_invocation_never_leaves() {
     let app = spawn(EVENTS).await;
+    failed_invocations_publish_nothing(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_by_a_failed_invocation_never_leaves_nats() {
+    let (app, _nats) = spawn_on_nats().await;
+    failed_invocations_publish_nothing(&app).await;
+}
+
+async fn failed_invocations_publish_nothing(app: &TestApp) {
     assert_eq!(
-        publish(&app, "?subject=test.lost&status=500", "server error")
+        publish(app, "?subject=test.lost&status=500", "server error")
             .await
             .status,
         500
@@ -48,23 +66,23 @@ async fn a_message_published_by_a_failed_invocation_never_leaves() {
     .await;
     assert_eq!(trapped.status, 500);
     assert_eq!(
-        publish(&app, "?subject=test.kept&status=404", "client error")
+        publish(app, "?subject=test.kept&status=404", "client error")
             .await
             .status,
         404
     );
     assert_eq!(
-        publish(&app, "?subject=test.kept", "marker").await.status,
+        publish(app, "?subject=test.kept", "marker").await.status,
         200
     );
     let got = eventually(Duration::from_secs(10), "both kept messages", || async {
-        let got = received(&app).await;
+        let got = received(app).await;
         (got.len() >= 2).then_some(got)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = if got.len() == 2 {
-        received(&app).await
+        received(app).await
     } else {
         got
     };
@@ -85,8 +103,18 @@ async fn publishing_outside_the_granted_subjects_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_keeps_failing_lands_in_the_dead_letters() {
     let app = spawn(EVENTS).await;
+    keeps_failing(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_keeps_failing_lands_in_the_dead_letters_on_nats() {
+    let (app, _nats) = spawn_on_nats().await;
+    keeps_failing(&app).await;
+}
+
+async fn keeps_failing(app: &TestApp) {
     assert_eq!(
-        publish(&app, "?subject=test.fail.always", "poison")
+        publish(app, "?subject=test.fail.always", "poison")
             .await
             .status,
         200
@@ -109,7 +137,7 @@ async fn a_handler_that_keeps_failing_lands_in_the_dead_letters() {
         "{letters:?}"
     );
     // Each failed attempt's writes were rolled back.
-    assert!(received(&app).await.is_empty());
+    assert!(received(app).await.is_empty());
     let status = berth_command()
         .args(["status", "--admin", &app.admin, "--token", &app.admin_token])
         .output()

@@ -197,6 +197,68 @@ mod tests {
         }
     }
 
+    async fn count(db: &Arc<dyn Database>) -> Value {
+        let mut c = db.connect().await.unwrap();
+        let rows = c.execute("SELECT count(*) FROM t", vec![]).await.unwrap();
+        rows.rows[0][0].clone()
+    }
+
+    #[tokio::test]
+    async fn a_unit_of_work_commits_whole_with_guest_transactions_as_savepoints() {
+        use unit_of_work::Work;
+        for (name, db, _dir) in every_backend().await {
+            let mut setup = db.connect().await.unwrap();
+            setup
+                .execute("CREATE TABLE t (a INTEGER)", vec![])
+                .await
+                .unwrap();
+            drop(setup);
+            let mut work = Work::new(db.connect().await.unwrap());
+            for statement in [
+                "INSERT INTO t VALUES (1)",
+                "BEGIN IMMEDIATE",
+                "INSERT INTO t VALUES (2)",
+                "ROLLBACK",
+                "BEGIN",
+                "INSERT INTO t VALUES (3)",
+                "COMMIT",
+            ] {
+                work.execute(statement, vec![]).await.unwrap();
+            }
+            assert!(
+                work.execute("COMMIT", vec![]).await.is_err(),
+                "{name}: no guest transaction is open"
+            );
+            assert_eq!(
+                count(&db).await,
+                Value::Integer(0),
+                "{name}: nothing is visible before the end"
+            );
+            work.commit().await.unwrap();
+            assert_eq!(count(&db).await, Value::Integer(2), "{name}");
+
+            let mut failed = Work::new(db.connect().await.unwrap());
+            failed
+                .execute("INSERT INTO t VALUES (4)", vec![])
+                .await
+                .unwrap();
+            failed.rollback().await.unwrap();
+            let mut abandoned = Work::new(db.connect().await.unwrap());
+            abandoned
+                .execute("INSERT INTO t VALUES (5)", vec![])
+                .await
+                .unwrap();
+            // Dropped mid-transaction (a cancelled invocation): rolled back, lock released.
+            drop(abandoned);
+            let mut next = Work::new(db.connect().await.unwrap());
+            next.execute("INSERT INTO t VALUES (6)", vec![])
+                .await
+                .unwrap();
+            next.commit().await.unwrap();
+            assert_eq!(count(&db).await, Value::Integer(3), "{name}");
+        }
+    }
+
     #[tokio::test]
     async fn ping_answers() {
         for (name, db, _dir) in every_backend().await {
