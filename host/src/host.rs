@@ -23,6 +23,7 @@ use crate::components::loader::{self, Backends};
 use crate::components::{Registry, Slot};
 use crate::config::{App, ComponentConfig, RuntimeConfig};
 use crate::control::admin::Admin;
+use crate::control::deploy::Control;
 use crate::engine::Engine;
 use crate::state::InvocationState;
 
@@ -306,12 +307,26 @@ impl Host {
         }
         let app = Arc::new(app);
         let admin_token = admin_token(&data_dir)?;
-        let admin = Arc::new(Admin::new(
-            &admin_token,
-            backends.databases.into_iter().collect(),
-            bus.clone(),
+        let databases = backends
+            .databases
+            .iter()
+            .map(|(label, db)| (label.clone(), db.clone()))
+            .collect();
+        let control = Arc::new(Control::new(
             app.clone(),
             registry.clone(),
+            engine.clone(),
+            linker,
+            backends,
+            &data_dir,
+        ));
+        control.restore().await;
+        let admin = Arc::new(Admin::new(
+            &admin_token,
+            databases,
+            bus.clone(),
+            app.clone(),
+            control,
         ));
         Ok(Host {
             app,
@@ -394,7 +409,7 @@ impl Host {
             let Some(slot) = self.registry.get(&config.id) else {
                 continue;
             };
-            let version = slot.current();
+            let version = slot.stable();
             let Some(db) = version
                 .primary_database
                 .as_ref()

@@ -58,6 +58,20 @@ pub struct TestApp {
     pub data_dir: TempDir,
     pub admin_token: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Stops the host, waits until it has, and hands back its data dir.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
+    }
 }
 
 impl Drop for TestApp {
@@ -97,7 +111,7 @@ pub async fn spawn_with(
     let base = format!("http://{}", public.local_addr().unwrap());
     let admin_url = format!("http://{}", admin.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(host.serve(public, admin, async move {
+    let done = tokio::spawn(host.serve(public, admin, async move {
         let _ = stopped.await;
     }));
     TestApp {
@@ -110,6 +124,7 @@ pub async fn spawn_with(
         data_dir,
         admin_token,
         stop: Some(stop),
+        done: Some(done),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod deploy;
 mod events;
 mod gateway;
 mod helpers;

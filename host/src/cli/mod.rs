@@ -1,7 +1,9 @@
 //! Command-line arguments, one struct per subcommand, each with an example in its help.
 
+mod admin_client;
 mod build;
 mod check;
+mod deploy;
 mod status;
 mod up;
 
@@ -39,6 +41,17 @@ enum Command {
         after_help = "Example:\n  berth check --manifest spin.toml\n\nExits non-zero and lists every problem when something is wrong."
     )]
     Check(CheckArgs),
+    /// Deploy a new version of one component to a running host, whole or as a canary.
+    #[command(
+        after_help = "Examples:\n  berth deploy order target/wasm32-wasip2/release/order.wasm\n  berth deploy order order-v2.wasm --canary 10\n\nThe host checks, compiles, links and migrates the new version before it serves;\na refused version leaves the current one serving and prints why."
+    )]
+    Deploy(DeployArgs),
+    /// Give a component's canary all of its traffic.
+    #[command(after_help = "Example:\n  berth promote order")]
+    Promote(ComponentArgs),
+    /// Drop a component's canary, or return it to its previous version.
+    #[command(after_help = "Example:\n  berth rollback order")]
+    Rollback(ComponentArgs),
     /// Show what a running host serves: components, versions, traffic, dead letters.
     #[command(after_help = "Examples:
   berth status
@@ -101,8 +114,9 @@ struct CheckArgs {
     app: ManifestArgs,
 }
 
+/// How the CLI reaches a running host.
 #[derive(Args)]
-struct StatusArgs {
+struct AdminArgs {
     /// The running host's admin API.
     #[arg(long, default_value = "http://127.0.0.1:3001", value_name = "URL")]
     admin: String,
@@ -112,9 +126,36 @@ struct StatusArgs {
     /// Where `berth up` keeps its state, to read the admin token from [default: .berth].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct DeployArgs {
+    /// The component id, as in spin.toml.
+    component: String,
+    /// The new version: a wasm32-wasip2 component.
+    file: PathBuf,
+    /// Send only this percentage of the component's traffic to it (1–99).
+    #[arg(long, value_name = "PCT")]
+    canary: Option<u32>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args)]
+struct ComponentArgs {
+    /// The component id, as in spin.toml.
+    component: String,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -126,5 +167,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check(args) => check::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Deploy(args) => deploy::deploy(args).await,
+        Command::Promote(args) => deploy::promote(args).await,
+        Command::Rollback(args) => deploy::rollback(args).await,
     }
 }

@@ -46,10 +46,31 @@ pub struct Version {
     pub limits: Limits,
 }
 
-/// A component id and whatever version of it is current.
+/// Which versions of a component serve, swapped as one value so a request or message sees
+/// either the old arrangement or the new one, never a mix.
+pub struct Deployment {
+    /// Takes all traffic, or all but the canary's share.
+    pub stable: Arc<Version>,
+    /// A new version on trial, with its share of traffic in percent (1–99).
+    pub canary: Option<(Arc<Version>, u8)>,
+    /// What `rollback` returns to once the stable version was replaced.
+    pub previous: Option<Arc<Version>>,
+}
+
+impl Deployment {
+    pub fn only(version: Version) -> Deployment {
+        Deployment {
+            stable: Arc::new(version),
+            canary: None,
+            previous: None,
+        }
+    }
+}
+
+/// A component id and the versions that serve it.
 pub struct Slot {
     pub id: Arc<str>,
-    current: ArcSwap<Version>,
+    deployment: ArcSwap<Deployment>,
     /// Bounds the invocations running at once (`max_concurrency`), across versions.
     pub permits: Arc<Semaphore>,
     /// Wakes the relay of the component's outbox after a commit that published.
@@ -65,13 +86,31 @@ impl Slot {
                 .primary_database
                 .as_ref()
                 .map(|_| Arc::new(Notify::new())),
-            current: ArcSwap::from_pointee(version),
+            deployment: ArcSwap::from_pointee(Deployment::only(version)),
         }
     }
 
-    /// The version new work should run on.
+    /// The version new work should run on: the canary for its share of picks, else stable.
     pub fn current(&self) -> Arc<Version> {
-        self.current.load_full()
+        let deployment = self.deployment.load();
+        match &deployment.canary {
+            Some((canary, percent)) if rand::random_range(0..100u8) < *percent => canary.clone(),
+            _ => deployment.stable.clone(),
+        }
+    }
+
+    /// The stable version, for what does not choose per request (status, load-time checks).
+    pub fn stable(&self) -> Arc<Version> {
+        self.deployment.load().stable.clone()
+    }
+
+    pub fn deployment(&self) -> Arc<Deployment> {
+        self.deployment.load_full()
+    }
+
+    /// Publishes a new arrangement in one atomic swap; in-flight work keeps its version.
+    pub fn publish(&self, deployment: Deployment) {
+        self.deployment.store(Arc::new(deployment));
     }
 }
 

@@ -3,7 +3,10 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `GET /admin/v1/components` | each component: routes, versions, subscriptions |
+//! | `GET /admin/v1/components` | each component: routes, versions, traffic, subscriptions |
+//! | `POST /admin/v1/components/{id}/versions?canary=PCT` | deploy the wasm in the body |
+//! | `POST /admin/v1/components/{id}/promote` | the canary takes all traffic |
+//! | `POST /admin/v1/components/{id}/rollback` | drop the canary, or return to the previous version |
 //! | `GET /admin/v1/dead-letters` | messages that exhausted their delivery attempts |
 
 use std::net::SocketAddr;
@@ -17,8 +20,9 @@ use crate::capabilities::http_inbound::server::Handler;
 use crate::capabilities::http_inbound::{ApiError, Body, json};
 use crate::capabilities::messaging::Bus;
 use crate::capabilities::sql;
-use crate::components::Registry;
+use crate::components::loader::LoadError;
 use crate::config::App;
+use crate::control::deploy::{Control, ControlError, MAX_UPLOAD_BYTES};
 
 pub struct Admin {
     /// sha256 of the token: compared in constant time, never kept in the clear.
@@ -28,7 +32,7 @@ pub struct Admin {
     /// The message bus, when a component publishes or subscribes.
     bus: Option<Arc<dyn Bus>>,
     app: Arc<App>,
-    registry: Arc<Registry>,
+    control: Arc<Control>,
 }
 
 impl Admin {
@@ -37,14 +41,14 @@ impl Admin {
         databases: Vec<(String, Arc<dyn sql::Database>)>,
         bus: Option<Arc<dyn Bus>>,
         app: Arc<App>,
-        registry: Arc<Registry>,
+        control: Arc<Control>,
     ) -> Admin {
         Admin {
             token_digest: Sha256::digest(token.as_bytes()).into(),
             databases,
             bus,
             app,
-            registry,
+            control,
         }
     }
 
@@ -54,8 +58,7 @@ impl Admin {
             .components
             .values()
             .filter_map(|config| {
-                let slot = self.registry.get(&config.id)?;
-                let version = slot.current();
+                let (versions, from_manifest) = self.control.versions(&config.id)?;
                 let routes: Vec<String> = self
                     .app
                     .routes
@@ -66,12 +69,8 @@ impl Admin {
                 Some(serde_json::json!({
                     "id": config.id,
                     "routes": routes,
-                    "versions": [{
-                        "digest": version.digest,
-                        "loadedAt": crate::telemetry::rfc3339(version.loaded_at),
-                        "trafficPercent": 100,
-                        "state": "serving",
-                    }],
+                    "versions": versions,
+                    "source": if from_manifest { "manifest" } else { "deployed" },
                     "subscriptions": config.messaging.subscriptions,
                 }))
             })
@@ -138,6 +137,118 @@ impl Admin {
     }
 }
 
+/// A control-plane failure as the admin API answers it.
+fn control_error(e: ControlError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        ControlError::UnknownComponent(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "COMPONENT_NOT_FOUND", message)
+        }
+        ControlError::Rejected {
+            reason: LoadError::NotAComponent(_),
+            ..
+        }
+        | ControlError::BadCanary(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "BAD_UPLOAD", message)
+        }
+        ControlError::Rejected { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "COMPONENT_REJECTED",
+            message,
+        ),
+        ControlError::NoCanary(_) | ControlError::NothingToRollBack(_) => {
+            ApiError::new(StatusCode::CONFLICT, "NOTHING_TO_DO", message)
+        }
+        ControlError::Persist(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "NOT_SAVED", message)
+        }
+    }
+}
+
+/// `canary=PCT` from a query string.
+fn canary(query: Option<&str>) -> Result<Option<u32>, ApiError> {
+    let Some(value) = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("canary="))
+    else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_UPLOAD",
+            format!("canary={value}: give a whole percentage, 1 to 99"),
+        )
+    })
+}
+
+impl Admin {
+    async fn deploy(
+        &self,
+        id: &str,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let canary = canary(request.uri().query())?;
+        let limited = http_body_util::Limited::new(request.into_body(), MAX_UPLOAD_BYTES);
+        let wasm = http_body_util::BodyExt::collect(limited)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_UPLOAD",
+                    format!("the upload could not be read (at most {MAX_UPLOAD_BYTES} bytes): {e}"),
+                )
+            })?
+            .to_bytes();
+        let deployed = self
+            .control
+            .deploy(id, wasm.to_vec().into(), canary)
+            .await
+            .map_err(control_error)?;
+        Ok(json(StatusCode::CREATED, &serde_json::json!(deployed)))
+    }
+
+    async fn control(&self, request: Request<Incoming>, trace_id: &str) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let result = match (request.method(), segments.as_slice()) {
+            (&Method::POST, ["admin", "v1", "components", id, "versions"]) => {
+                self.deploy(id, request).await
+            }
+            (&Method::POST, ["admin", "v1", "components", id, "promote"]) => self
+                .control
+                .promote(id)
+                .await
+                .map(|()| self.component(id))
+                .map_err(control_error),
+            (&Method::POST, ["admin", "v1", "components", id, "rollback"]) => self
+                .control
+                .rollback(id)
+                .await
+                .map(|()| self.component(id))
+                .map_err(control_error),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ROUTE_NOT_FOUND",
+                format!("the admin API has no {} {path}", request.method()),
+            )),
+        };
+        result.unwrap_or_else(|e| e.into_response(trace_id))
+    }
+
+    /// One component's status, as the promote and rollback answers.
+    fn component(&self, id: &str) -> Response<Body> {
+        let all = self.components();
+        let one = all
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id))
+            .cloned()
+            .unwrap_or_default();
+        json(StatusCode::OK, &one)
+    }
+}
+
 impl Handler for Admin {
     async fn handle(&self, request: Request<Incoming>, _client: SocketAddr) -> Response<Body> {
         let trace_id = hex::encode(rand::random::<[u8; 16]>());
@@ -153,12 +264,7 @@ impl Handler for Admin {
             .into_response(&trace_id),
             (&Method::GET, "/admin/v1/components") => json(StatusCode::OK, &self.components()),
             (&Method::GET, "/admin/v1/dead-letters") => self.dead_letters(&trace_id).await,
-            (_, path) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "ROUTE_NOT_FOUND",
-                format!("the admin API has no {path}"),
-            )
-            .into_response(&trace_id),
+            _ => self.control(request, &trace_id).await,
         }
     }
 }

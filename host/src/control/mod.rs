@@ -1,3 +1,5 @@
-//! The control plane: the admin API, on its own listener, behind its own token.
+//! The control plane: deployments ([`deploy`]) and the admin API that drives them, on its
+//! own listener, behind its own token.
 
 pub mod admin;
+pub mod deploy;

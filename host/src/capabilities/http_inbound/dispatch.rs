@@ -18,6 +18,9 @@ use crate::components::invocation::{self, Failure, Trace};
 use crate::engine::Engine;
 use crate::state::Outcome;
 
+/// The short digest of the version that produced a response.
+pub const VERSION_HEADER: http::HeaderName = http::HeaderName::from_static("x-berth-version");
+
 pub async fn invoke(
     engine: &Engine,
     slot: &Slot,
@@ -115,12 +118,17 @@ pub async fn invoke(
     };
     let _ = decide.send(!parts.status.is_server_error());
     outcome(task).await?;
-    Ok(Response::from_parts(
+    let mut response = Response::from_parts(
         parts,
         Full::new(body)
             .map_err(|never| match never {})
             .boxed_unsync(),
-    ))
+    );
+    // Which version answered: a canary's traffic can be told apart from the outside.
+    if let Ok(value) = http::HeaderValue::from_str(short(&version.digest)) {
+        response.headers_mut().insert(VERSION_HEADER, value);
+    }
+    Ok(response)
 }
 
 /// The whole response body, up to `max_response_bytes`.

@@ -236,7 +236,7 @@ impl LocalService for Gateway {
         let slot = self
             .components
             .get(component)
-            .filter(|s| s.current().http.is_some())
+            .filter(|s| s.stable().http.is_some())
             .ok_or_else(|| {
                 format!("no component `{component}` serves HTTP in this app (called as http://{component}.spin.internal)")
             })?;

@@ -50,7 +50,7 @@ impl Consumer {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let options = SubscribeOptions {
-            lease: this.slot.current().limits.timeout + LEASE_MARGIN,
+            lease: this.slot.stable().limits.timeout + LEASE_MARGIN,
             batch: (this.slot.permits.available_permits()).clamp(1, 64),
         };
         let mut wait = Duration::from_millis(200);
@@ -167,7 +167,7 @@ impl Responder for Responders {
             .find(|(patterns, _)| matches_any(patterns, &message.subject))
             .map(|(_, slot)| slot)
             .ok_or_else(|| format!("no component subscribes to `{}`", message.subject))?;
-        let limits = slot.current().limits;
+        let limits = slot.stable().limits;
         let permit = invocation::acquire(slot, &limits)
             .await
             .map_err(|f| format!("component `{}` {f}", slot.id))?;

@@ -1,0 +1,371 @@
+//! Deploy, canary, promote and roll back one component while everything keeps serving.
+//!
+//! A deploy runs the whole load pipeline on the new bytes (component check, compile off the
+//! async workers or from the artifact cache, grants, pre-instantiation, migrations) before
+//! anything changes; only then is the component's [`Deployment`] replaced in one atomic
+//! swap. A refused deploy leaves the serving versions untouched. Migrations are applied
+//! before the swap, so they must suit the version still serving: forward-only and additive.
+//!
+//! What serves is kept in `<data-dir>/deployments/` (the state and the wasm of every
+//! version it names), so a restart brings back the deployed versions rather than the files
+//! the manifest names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use wasmtime::component::Linker;
+
+use crate::components::loader::{self, Backends, LoadError};
+use crate::components::{Deployment, Registry, Slot, Version};
+use crate::config::App;
+use crate::engine::Engine;
+use crate::state::InvocationState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("there is no component `{0}` in this app")]
+    UnknownComponent(String),
+    #[error(
+        "component `{component}` was not deployed, and its serving versions are untouched: {reason}"
+    )]
+    Rejected {
+        component: String,
+        #[source]
+        reason: LoadError,
+    },
+    #[error("the canary share must be 1 to 99 percent, not {0}")]
+    BadCanary(u32),
+    #[error("component `{0}` has no canary to promote")]
+    NoCanary(String),
+    #[error("component `{0}` has no previous version to roll back to")]
+    NothingToRollBack(String),
+    #[error("the deployment could not be saved: {0:#}")]
+    Persist(anyhow::Error),
+}
+
+/// What a deploy did, for the caller and the logs.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployed {
+    pub digest: String,
+    /// The compiled artifact came from the cache.
+    pub cached: bool,
+    /// From receiving the bytes to serving them.
+    pub took_ms: u64,
+}
+
+/// One version as the status shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionStatus {
+    pub digest: String,
+    pub loaded_at: String,
+    pub traffic_percent: u8,
+    /// `stable`, `canary` or `previous` (loaded, serving nothing, ready for rollback).
+    pub state: &'static str,
+}
+
+/// `{stable, canary, previous}` of one component, by digest: what `deployments/state.json`
+/// holds.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Saved {
+    stable: String,
+    #[serde(default)]
+    canary: Option<(String, u8)>,
+    #[serde(default)]
+    previous: Option<String>,
+}
+
+pub struct Control {
+    app: Arc<App>,
+    registry: Arc<Registry>,
+    engine: Engine,
+    linker: Linker<InvocationState>,
+    backends: Backends,
+    dir: PathBuf,
+    /// The digest of the file the manifest names, per component.
+    manifest_digests: HashMap<String, String>,
+    /// One change at a time per component: a deploy and a rollback must not interleave.
+    locks: HashMap<String, tokio::sync::Mutex<()>>,
+}
+
+impl Control {
+    pub fn new(
+        app: Arc<App>,
+        registry: Arc<Registry>,
+        engine: Engine,
+        linker: Linker<InvocationState>,
+        backends: Backends,
+        data_dir: &std::path::Path,
+    ) -> Control {
+        let manifest_digests = registry
+            .iter()
+            .map(|slot| (slot.id.to_string(), slot.stable().digest.clone()))
+            .collect();
+        let locks = app
+            .components
+            .keys()
+            .map(|id| (id.clone(), tokio::sync::Mutex::new(())))
+            .collect();
+        Control {
+            app,
+            registry,
+            engine,
+            linker,
+            backends,
+            dir: data_dir.join("deployments"),
+            manifest_digests,
+            locks,
+        }
+    }
+
+    fn slot(&self, id: &str) -> Result<(&Arc<Slot>, &tokio::sync::Mutex<()>), ControlError> {
+        match (self.registry.get(id), self.locks.get(id)) {
+            (Some(slot), Some(lock)) => Ok((slot, lock)),
+            _ => Err(ControlError::UnknownComponent(id.to_owned())),
+        }
+    }
+
+    fn blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir.join(format!("{hex}.wasm"))
+    }
+
+    /// Checks, compiles, links, migrates and then publishes `wasm` as component `id`.
+    pub async fn deploy(
+        &self,
+        id: &str,
+        wasm: Arc<[u8]>,
+        canary: Option<u32>,
+    ) -> Result<Deployed, ControlError> {
+        let started = Instant::now();
+        let canary = match canary {
+            None | Some(100) => None,
+            Some(p @ 1..=99) => Some(p as u8),
+            Some(p) => return Err(ControlError::BadCanary(p)),
+        };
+        let (slot, lock) = self.slot(id)?;
+        let config = &self.app.components[id];
+        let rejected = |reason| ControlError::Rejected {
+            component: id.to_owned(),
+            reason,
+        };
+        let prepared = loader::prepare(&self.engine, &self.linker, config, wasm.clone())
+            .await
+            .map_err(rejected)?;
+        let cached = prepared.from_cache;
+        let _guard = lock.lock().await;
+        let version = Arc::new(
+            loader::activate(prepared, config, &self.backends)
+                .await
+                .map_err(rejected)?,
+        );
+        let digest = version.digest.clone();
+        let blob = self.blob(&digest);
+        if !blob.exists() {
+            std::fs::create_dir_all(&self.dir)
+                .and_then(|()| crate::files::write_atomic(&blob, &wasm))
+                .with_context(|| format!("cannot keep the wasm in {}", blob.display()))
+                .map_err(ControlError::Persist)?;
+        }
+        let old = slot.deployment();
+        let next = match canary {
+            Some(percent) => Deployment {
+                stable: old.stable.clone(),
+                canary: Some((version, percent)),
+                previous: old.previous.clone(),
+            },
+            None => Deployment {
+                stable: version,
+                canary: None,
+                previous: Some(old.stable.clone()),
+            },
+        };
+        self.switch(slot, next)?;
+        let took_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            component = id,
+            digest = crate::capabilities::http_inbound::short_digest(&digest),
+            canary = ?canary,
+            cached,
+            took_ms,
+            "deployed"
+        );
+        Ok(Deployed {
+            digest,
+            cached,
+            took_ms,
+        })
+    }
+
+    /// Makes the canary the stable version, at 100 %.
+    pub async fn promote(&self, id: &str) -> Result<(), ControlError> {
+        let (slot, lock) = self.slot(id)?;
+        let _guard = lock.lock().await;
+        let old = slot.deployment();
+        let Some((canary, _)) = &old.canary else {
+            return Err(ControlError::NoCanary(id.to_owned()));
+        };
+        self.switch(
+            slot,
+            Deployment {
+                stable: canary.clone(),
+                canary: None,
+                previous: Some(old.stable.clone()),
+            },
+        )?;
+        tracing::info!(component = id, "promoted the canary");
+        Ok(())
+    }
+
+    /// Drops the canary if there is one; otherwise returns to the previous stable version.
+    pub async fn rollback(&self, id: &str) -> Result<(), ControlError> {
+        let (slot, lock) = self.slot(id)?;
+        let _guard = lock.lock().await;
+        let old = slot.deployment();
+        let next = match (&old.canary, &old.previous) {
+            (Some(_), _) => Deployment {
+                stable: old.stable.clone(),
+                canary: None,
+                previous: old.previous.clone(),
+            },
+            (None, Some(previous)) => Deployment {
+                stable: previous.clone(),
+                canary: None,
+                previous: Some(old.stable.clone()),
+            },
+            (None, None) => return Err(ControlError::NothingToRollBack(id.to_owned())),
+        };
+        self.switch(slot, next)?;
+        tracing::info!(component = id, "rolled back");
+        Ok(())
+    }
+
+    /// Saves the arrangement, then publishes it: a restart never brings back less than what
+    /// served.
+    fn switch(&self, slot: &Slot, next: Deployment) -> Result<(), ControlError> {
+        let mut saved = self.saved();
+        saved.insert(slot.id.to_string(), Saved::of(&next));
+        let json =
+            serde_json::to_vec_pretty(&saved).map_err(|e| ControlError::Persist(e.into()))?;
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|()| crate::files::write_atomic(&self.dir.join("state.json"), &json))
+            .context("cannot write deployments/state.json")
+            .map_err(ControlError::Persist)?;
+        slot.publish(next);
+        Ok(())
+    }
+
+    fn saved(&self) -> BTreeMap<String, Saved> {
+        std::fs::read(self.dir.join("state.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Brings back what served before the host stopped. A version whose wasm is gone or no
+    /// longer loads is skipped with a warning, and the manifest's file serves instead.
+    pub async fn restore(&self) {
+        for (id, saved) in self.saved() {
+            let Ok((slot, _)) = self.slot(&id) else {
+                tracing::warn!(component = %id, "a saved deployment names a component the manifest no longer has; ignoring it");
+                continue;
+            };
+            let manifest = slot.stable();
+            let manifest = &manifest;
+            let id = &id;
+            let load = |digest: String| async move {
+                if digest == manifest.digest {
+                    return Some(manifest.clone());
+                }
+                match self.load_saved(id, &digest).await {
+                    Ok(version) => Some(Arc::new(version)),
+                    Err(e) => {
+                        tracing::warn!(component = %id, digest = %digest, "cannot restore a deployed version: {e:#}");
+                        None
+                    }
+                }
+            };
+            let Some(stable) = load(saved.stable).await else {
+                continue;
+            };
+            let canary = match saved.canary {
+                Some((digest, percent)) => load(digest).await.map(|v| (v, percent)),
+                None => None,
+            };
+            let previous = match saved.previous {
+                Some(digest) => load(digest).await,
+                None => None,
+            };
+            if stable.digest != manifest.digest {
+                tracing::info!(component = %id, digest = crate::capabilities::http_inbound::short_digest(&stable.digest), "serving the deployed version, not the manifest's file");
+            }
+            slot.publish(Deployment {
+                stable,
+                canary,
+                previous,
+            });
+        }
+    }
+
+    async fn load_saved(&self, id: &str, digest: &str) -> anyhow::Result<Version> {
+        let path = self.blob(digest);
+        let wasm: Arc<[u8]> = std::fs::read(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .into();
+        let config = &self.app.components[id];
+        let prepared = loader::prepare(&self.engine, &self.linker, config, wasm).await?;
+        Ok(loader::activate(prepared, config, &self.backends).await?)
+    }
+
+    /// The versions of a component with their traffic, and whether the stable one is the
+    /// manifest's file.
+    pub fn versions(&self, id: &str) -> Option<(Vec<VersionStatus>, bool)> {
+        let slot = self.registry.get(id)?;
+        let d = slot.deployment();
+        let at = |v: &Version| crate::telemetry::rfc3339(v.loaded_at);
+        let canary_share = d.canary.as_ref().map_or(0, |(_, p)| *p);
+        let mut versions = vec![VersionStatus {
+            digest: d.stable.digest.clone(),
+            loaded_at: at(&d.stable),
+            traffic_percent: 100 - canary_share,
+            state: "stable",
+        }];
+        if let Some((canary, percent)) = &d.canary {
+            versions.push(VersionStatus {
+                digest: canary.digest.clone(),
+                loaded_at: at(canary),
+                traffic_percent: *percent,
+                state: "canary",
+            });
+        }
+        if let Some(previous) = &d.previous {
+            versions.push(VersionStatus {
+                digest: previous.digest.clone(),
+                loaded_at: at(previous),
+                traffic_percent: 0,
+                state: "previous",
+            });
+        }
+        let from_manifest = self.manifest_digests.get(id) == Some(&d.stable.digest);
+        Some((versions, from_manifest))
+    }
+}
+
+impl Saved {
+    fn of(d: &Deployment) -> Saved {
+        Saved {
+            stable: d.stable.digest.clone(),
+            canary: d.canary.as_ref().map(|(v, p)| (v.digest.clone(), *p)),
+            previous: d.previous.as_ref().map(|v| v.digest.clone()),
+        }
+    }
+}
+
+/// The largest upload a deploy reads: far beyond any real component, short of exhausting
+/// memory.
+pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;

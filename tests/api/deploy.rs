@@ -1,0 +1,340 @@
+//! Hot upgrade: deploy, canary, promote and roll back one component while clients keep
+//! calling it, and every refusal leaving the serving version untouched.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+fn misbehave() -> Vec<u8> {
+    ensure_built();
+    std::fs::read(repo("target/wasm32-wasip2/release/misbehave.wasm")).unwrap()
+}
+
+/// The same component with a custom section appended: behaves the same, another digest.
+fn variant(n: u32) -> Vec<u8> {
+    let mut wasm = misbehave();
+    let name = b"berth-test-variant";
+    let payload = n.to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    wasm.push(0);
+    wasm.push(size as u8);
+    wasm.push(name.len() as u8);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(&payload);
+    wasm
+}
+
+impl TestApp {
+    async fn deploy(&self, component: &str, wasm: Vec<u8>, query: &str) -> Reply {
+        Reply::from(
+            self.client
+                .post(format!(
+                    "{}/admin/v1/components/{component}/versions{query}",
+                    self.admin
+                ))
+                .bearer_auth(&self.admin_token)
+                .body(wasm)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn admin_post(&self, path: &str) -> Reply {
+        Reply::from(
+            self.client
+                .post(format!("{}{path}", self.admin))
+                .bearer_auth(&self.admin_token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// The short digest of the version that answers `/bystander/ok`.
+    async fn serving(&self) -> String {
+        let reply = self.get("/bystander/ok", None).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.header("x-berth-version").to_owned()
+    }
+}
+
+fn short(digest: &str) -> String {
+    digest.trim_start_matches("sha256:")[..12].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_deploys_under_steady_load_fail_no_request() {
+    let app = Arc::new(spawn(SANDBOX).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, stop, served, failed) =
+                (app.clone(), stop.clone(), served.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = app
+                        .client
+                        .get(app.url("/bystander/ok"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    let counter = if ok { &served } else { &failed };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut last = String::new();
+    for n in 0..10 {
+        let deployed = app.deploy("bystander", variant(n), "").await;
+        assert_eq!(deployed.status, 201, "{}", deployed.text);
+        last = deployed.json["digest"].as_str().unwrap().to_owned();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(served.load(Ordering::Relaxed) > 10);
+    assert_eq!(app.serving().await, short(&last));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_request_finishes_on_the_version_it_started_on() {
+    let app = spawn(SANDBOX).await;
+    let before = app.serving().await;
+    let slow = app.get("/bystander/sleep?ms=1500", None);
+    let swap = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.deploy("bystander", variant(1), "").await
+    };
+    let (slow, deployed) = tokio::join!(slow, swap);
+    assert_eq!(deployed.status, 201, "{}", deployed.text);
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.header("x-berth-version"), before);
+    assert_eq!(
+        app.serving().await,
+        short(deployed.json["digest"].as_str().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_takes_its_share_then_promote_and_rollback_move_all_traffic() {
+    let app = spawn(SANDBOX).await;
+    let stable = app.serving().await;
+    let canary = app.deploy("bystander", variant(7), "?canary=30").await;
+    assert_eq!(canary.status, 201, "{}", canary.text);
+    let canary = short(canary.json["digest"].as_str().unwrap());
+    let mut on_canary = 0;
+    for _ in 0..400 {
+        let v = app.serving().await;
+        assert!(v == stable || v == canary, "{v}");
+        on_canary += usize::from(v == canary);
+    }
+    // 30 % of 400 is 120, with a standard deviation of about 9: allow five of them.
+    assert!(
+        (75..=165).contains(&on_canary),
+        "{on_canary} of 400 on the canary"
+    );
+    let status = app.admin_get("/admin/v1/components").await;
+    let bystander = status
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "bystander")
+        .unwrap()
+        .clone();
+    assert_eq!(bystander["versions"][0]["trafficPercent"], 70);
+    assert_eq!(bystander["versions"][1]["state"], "canary");
+
+    assert_eq!(
+        app.admin_post("/admin/v1/components/bystander/promote")
+            .await
+            .status,
+        200
+    );
+    for _ in 0..20 {
+        assert_eq!(app.serving().await, canary);
+    }
+    assert_eq!(
+        app.admin_post("/admin/v1/components/bystander/rollback")
+            .await
+            .status,
+        200
+    );
+    for _ in 0..20 {
+        assert_eq!(app.serving().await, stable);
+    }
+    let nothing = app
+        .admin_post("/admin/v1/components/bystander/promote")
+        .await;
+    assert_eq!(nothing.status, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_upload_is_refused_with_the_reason_and_the_current_version_keeps_serving() {
+    let app = spawn(SANDBOX).await;
+    let serving = app.serving().await;
+    let not_wasm = app.deploy("bystander", b"not wasm".to_vec(), "").await;
+    assert_eq!(not_wasm.status, 400);
+    assert!(
+        not_wasm.text.contains("not a WebAssembly component"),
+        "{}",
+        not_wasm.text
+    );
+    let core = app
+        .deploy("bystander", b"\0asm\x01\0\0\0".to_vec(), "")
+        .await;
+    assert_eq!(core.status, 400);
+    assert!(core.text.contains("core module"), "{}", core.text);
+    let events = std::fs::read(repo("target/wasm32-wasip2/release/events.wasm")).unwrap();
+    let ungranted = app.deploy("bystander", events, "").await;
+    assert_eq!(ungranted.status, 422, "{}", ungranted.text);
+    assert!(
+        ungranted.text.contains("wasmcloud:messaging/consumer"),
+        "{}",
+        ungranted.text
+    );
+    let unknown = app.deploy("nobody", misbehave(), "").await;
+    assert_eq!(unknown.status, 404);
+    let bad_share = app.deploy("bystander", misbehave(), "?canary=150").await;
+    assert_eq!(bad_share.status, 400);
+    assert_eq!(app.serving().await, serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_migration_refuses_the_deploy() {
+    ensure_built();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("migrations/bystander")).unwrap();
+    std::fs::write(
+        dir.path().join("migrations/bystander/0001_init.sql"),
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("spin.toml"),
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"m\"\n\
+             [[trigger.http]]\nroute = \"/bystander/...\"\ncomponent = \"bystander\"\n\
+             [component.bystander]\nsource = \"{}\"\nsqlite_databases = [\"m\"]\n\
+             key_value_stores = [\"k\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n",
+            repo("target/wasm32-wasip2/release/misbehave.wasm").display()
+        ),
+    )
+    .unwrap();
+    let manifest = dir.path().join("spin.toml");
+    let app = spawn_with(
+        manifest.to_str().unwrap(),
+        None,
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let serving = app.serving().await;
+    std::fs::write(
+        dir.path().join("migrations/bystander/0002_broken.sql"),
+        "ALTER TABLE missing ADD COLUMN x TEXT;",
+    )
+    .unwrap();
+    let refused = app.deploy("bystander", variant(2), "").await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(refused.text.contains("0002_broken.sql"), "{}", refused.text);
+    assert_eq!(app.serving().await, serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployed_versions_survive_a_restart() {
+    let app = spawn(SANDBOX).await;
+    let deployed = app.deploy("bystander", variant(3), "").await;
+    assert_eq!(deployed.status, 201);
+    let digest = short(deployed.json["digest"].as_str().unwrap());
+    let canary = app.deploy("bystander", variant(4), "?canary=20").await;
+    assert_eq!(canary.status, 201);
+    let data_dir = app.stop().await;
+    let app = spawn_with(SANDBOX, None, data_dir).await;
+    let status = app.admin_get("/admin/v1/components").await;
+    let bystander = status
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "bystander")
+        .unwrap()
+        .clone();
+    assert_eq!(bystander["source"], "deployed", "{bystander}");
+    assert_eq!(
+        short(bystander["versions"][0]["digest"].as_str().unwrap()),
+        digest
+    );
+    assert_eq!(bystander["versions"][1]["state"], "canary");
+    assert_eq!(bystander["versions"][1]["trafficPercent"], 20);
+    assert_eq!(bystander["versions"][2]["state"], "previous");
+    // Rolling back twice lands on the manifest's file again.
+    assert_eq!(
+        app.admin_post("/admin/v1/components/bystander/rollback")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.admin_post("/admin/v1/components/bystander/rollback")
+            .await
+            .status,
+        200
+    );
+    let status = app.admin_get("/admin/v1/components").await;
+    let bystander = status
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "bystander")
+        .unwrap()
+        .clone();
+    assert_eq!(bystander["source"], "manifest", "{bystander}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_deploys_promotes_and_rolls_back() {
+    let app = spawn(SANDBOX).await;
+    let file = app.data_dir.path().join("v9.wasm");
+    std::fs::write(&file, variant(9)).unwrap();
+    let run = |args: &[&str]| {
+        let output = berth_command()
+            .args(args)
+            .args(["--admin", &app.admin, "--token", &app.admin_token])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, out) = run(&[
+        "deploy",
+        "bystander",
+        file.to_str().unwrap(),
+        "--canary",
+        "10",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("to 10 % of its traffic"), "{out}");
+    let (ok, out) = run(&["promote", "bystander"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["status"]);
+    assert!(ok && out.contains("previous"), "{out}");
+    let (ok, out) = run(&["rollback", "bystander"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["promote", "bystander"]);
+    assert!(!ok && out.contains("no canary"), "{out}");
+    let (ok, out) = run(&["deploy", "bystander", "/nonexistent.wasm"]);
+    assert!(!ok && out.contains("cannot read"), "{out}");
+}
