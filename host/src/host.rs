@@ -288,12 +288,14 @@ impl Host {
             chaining: chaining.clone(),
         };
         let registry = Arc::new(load_components(&app, &engine, &linker, &backends).await?);
+        let metrics = Arc::new(crate::telemetry::Metrics::default());
         let gateway = Arc::new(Gateway::new(
             targets(&app, &registry),
             registry.clone(),
             engine.clone(),
             jwt,
             app.max_request_bytes,
+            metrics.clone(),
         ));
         let local: Arc<dyn LocalService> = gateway.clone();
         chaining.connect(Arc::downgrade(&local));
@@ -319,6 +321,7 @@ impl Host {
             linker,
             backends,
             &data_dir,
+            metrics,
         ));
         control.restore().await;
         let admin = Arc::new(Admin::new(

@@ -103,6 +103,28 @@ async fn ten_deploys_under_steady_load_fail_no_request() {
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(served.load(Ordering::Relaxed) > 10);
     assert_eq!(app.serving().await, short(&last));
+
+    // /metrics is open, like /healthz, and says the same.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("berth_deploys_total{component=\"bystander\",outcome=\"deployed\"} 10"),
+        "{text}"
+    );
+    let ok_line = format!(
+        "berth_requests_total{{component=\"bystander\",version=\"{}\",route=\"/bystander/...\",status_class=\"2xx\"}}",
+        short(&last)
+    );
+    assert!(text.contains(&ok_line), "{text}");
+    assert!(!text.contains("status_class=\"5xx\""), "{text}");
+    assert!(text.contains("berth_request_duration_seconds_bucket{component=\"bystander\""));
+    assert!(text.contains("berth_concurrency_limit{component=\"bystander\"} 100"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

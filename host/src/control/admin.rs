@@ -255,6 +255,20 @@ impl Handler for Admin {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
             (&Method::GET, "/readyz") => self.readiness().await,
+            (&Method::GET, "/metrics") => {
+                let text = self.control.metrics.render(self.control.registry());
+                use http_body_util::BodyExt as _;
+                let mut response = Response::new(
+                    http_body_util::Full::new(bytes::Bytes::from(text))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                );
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
             (_, path) if path.starts_with("/admin/") && !self.authorized(&request) => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "ADMIN_TOKEN_REQUIRED",

@@ -91,6 +91,7 @@ pub struct Control {
     manifest_digests: HashMap<String, String>,
     /// One change at a time per component: a deploy and a rollback must not interleave.
     locks: HashMap<String, tokio::sync::Mutex<()>>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl Control {
@@ -101,6 +102,7 @@ impl Control {
         linker: Linker<InvocationState>,
         backends: Backends,
         data_dir: &std::path::Path,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Control {
         let manifest_digests = registry
             .iter()
@@ -120,7 +122,12 @@ impl Control {
             dir: data_dir.join("deployments"),
             manifest_digests,
             locks,
+            metrics,
         }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     fn slot(&self, id: &str) -> Result<(&Arc<Slot>, &tokio::sync::Mutex<()>), ControlError> {
@@ -154,15 +161,19 @@ impl Control {
             component: id.to_owned(),
             reason,
         };
+        let count_rejected = |e| {
+            self.metrics.deploy(id, "rejected");
+            rejected(e)
+        };
         let prepared = loader::prepare(&self.engine, &self.linker, config, wasm.clone())
             .await
-            .map_err(rejected)?;
+            .map_err(count_rejected)?;
         let cached = prepared.from_cache;
         let _guard = lock.lock().await;
         let version = Arc::new(
             loader::activate(prepared, config, &self.backends)
                 .await
-                .map_err(rejected)?,
+                .map_err(count_rejected)?,
         );
         let digest = version.digest.clone();
         let blob = self.blob(&digest);
@@ -186,6 +197,7 @@ impl Control {
             },
         };
         self.switch(slot, next)?;
+        self.metrics.deploy(id, "deployed");
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             component = id,

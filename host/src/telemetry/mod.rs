@@ -5,9 +5,11 @@
 //! writes one JSON object per line for log shippers.
 
 mod guest_log;
+pub mod metrics;
 mod trace_context;
 
 pub use guest_log::GuestOutput;
+pub use metrics::Metrics;
 pub use trace_context::TraceContext;
 
 use std::io::IsTerminal as _;

@@ -69,6 +69,14 @@ pub struct Gateway {
     engine: Engine,
     jwt: Option<JwtVerifier>,
     max_request_bytes: u64,
+    metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// Where a request went, for its metrics.
+#[derive(Default)]
+struct Routed {
+    component: Option<Arc<str>>,
+    route: String,
 }
 
 impl Gateway {
@@ -78,6 +86,7 @@ impl Gateway {
         engine: Engine,
         jwt: Option<JwtVerifier>,
         max_request_bytes: u64,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Gateway {
         Gateway {
             router: Router::new(routes),
@@ -85,6 +94,7 @@ impl Gateway {
             engine,
             jwt,
             max_request_bytes,
+            metrics,
         }
     }
 
@@ -123,14 +133,28 @@ impl Gateway {
             trace_id = %ids.trace_id,
             request_id = ?ids.request_id,
         );
+        let mut routed = Routed::default();
         let mut response = match self
-            .route(request, client, &ids)
+            .route(request, client, &ids, &mut routed)
             .instrument(span.clone())
             .await
         {
             Ok(response) => response,
             Err(error) => error.into_response(&ids.trace_id),
         };
+        let version = response
+            .headers()
+            .get(dispatch::VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let component = routed.component.unwrap_or_else(|| Arc::from(""));
+        self.metrics.request(
+            &component,
+            version,
+            &routed.route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         let headers = response.headers_mut();
         headers.insert(REQUEST_ID, ids.request_id);
         headers.insert(TRACEPARENT, ids.traceparent);
@@ -145,6 +169,7 @@ impl Gateway {
         request: Request<Incoming>,
         client: SocketAddr,
         ids: &RequestIds,
+        routed: &mut Routed,
     ) -> Result<Response<Body>, ApiError> {
         let path = request.uri().path().to_owned();
         let Some((pattern, target, matched)) = self.router.route(&path) else {
@@ -157,6 +182,8 @@ impl Gateway {
         let span = tracing::Span::current();
         span.record("route", tracing::field::display(pattern));
         span.record("component", &*target.slot.id);
+        routed.component = Some(target.slot.id.clone());
+        routed.route = target.raw_route.clone();
 
         let user = self.authenticate(&request, target, &path)?;
         let (mut parts, body) = request.into_parts();

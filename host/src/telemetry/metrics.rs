@@ -1,0 +1,216 @@
+//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `berth_requests_total` | component, version, route, status_class |
+//! | `berth_request_duration_seconds` (histogram) | component, version, route |
+//! | `berth_deploys_total` | component, outcome (`deployed`, `rejected`) |
+//! | `berth_instances_active` (gauge) | component |
+//! | `berth_concurrency_limit` (gauge) | component |
+//!
+//! Labels are bounded: ids from the manifest, route templates (never raw paths), short
+//! digests of loaded versions, and status classes. Recording is a read lock and a few
+//! atomic adds once a series exists.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::components::Registry;
+
+/// Upper bounds of the duration buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RouteKey {
+    component: Arc<str>,
+    version: String,
+    route: String,
+}
+
+#[derive(Default)]
+struct RouteSeries {
+    /// By status class: 1xx … 5xx.
+    by_class: [AtomicU64; 5],
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    routes: RwLock<HashMap<RouteKey, Arc<RouteSeries>>>,
+    deploys: RwLock<HashMap<(String, &'static str), u64>>,
+}
+
+impl Metrics {
+    /// One answered request. `component` and `route` are empty for requests no route matched.
+    pub fn request(
+        &self,
+        component: &Arc<str>,
+        version: &str,
+        route: &str,
+        status: u16,
+        took: Duration,
+    ) {
+        let key = RouteKey {
+            component: component.clone(),
+            version: version.to_owned(),
+            route: route.to_owned(),
+        };
+        let existing = self.routes.read().ok().and_then(|r| r.get(&key).cloned());
+        let series = match existing {
+            Some(series) => series,
+            None => match self.routes.write() {
+                Ok(mut routes) => routes.entry(key).or_default().clone(),
+                Err(_) => return,
+            },
+        };
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        series.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&series.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        series.count.fetch_add(1, Ordering::Relaxed);
+        series
+            .sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn deploy(&self, component: &str, outcome: &'static str) {
+        if let Ok(mut deploys) = self.deploys.write() {
+            *deploys.entry((component.to_owned(), outcome)).or_default() += 1;
+        }
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self, registry: &Registry) -> String {
+        let mut out = String::new();
+        let routes: Vec<(RouteKey, Arc<RouteSeries>)> = self
+            .routes
+            .read()
+            .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let labels = |k: &RouteKey| {
+            format!(
+                "component=\"{}\",version=\"{}\",route=\"{}\"",
+                escape(&k.component),
+                escape(&k.version),
+                escape(&k.route)
+            )
+        };
+        out.push_str("# HELP berth_requests_total Requests answered, by component version, route template and status class.\n# TYPE berth_requests_total counter\n");
+        for (key, series) in &routes {
+            for (i, n) in series.by_class.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "berth_requests_total{{{},status_class=\"{}xx\"}} {n}",
+                        labels(key),
+                        i + 1
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP berth_request_duration_seconds Time from receiving a request to answering it.\n# TYPE berth_request_duration_seconds histogram\n");
+        for (key, series) in &routes {
+            let l = labels(key);
+            for (bound, bucket) in BUCKETS.iter().zip(&series.buckets) {
+                let _ = writeln!(
+                    out,
+                    "berth_request_duration_seconds_bucket{{{l},le=\"{bound}\"}} {}",
+                    bucket.load(Ordering::Relaxed)
+                );
+            }
+            let count = series.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "berth_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "berth_request_duration_seconds_sum{{{l}}} {}",
+                series.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(out, "berth_request_duration_seconds_count{{{l}}} {count}");
+        }
+        out.push_str(
+            "# HELP berth_deploys_total Deploys by outcome.\n# TYPE berth_deploys_total counter\n",
+        );
+        if let Ok(deploys) = self.deploys.read() {
+            for ((component, outcome), n) in deploys.iter() {
+                let _ = writeln!(
+                    out,
+                    "berth_deploys_total{{component=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(component)
+                );
+            }
+        }
+        out.push_str("# HELP berth_instances_active Invocations running now.\n# TYPE berth_instances_active gauge\n");
+        let mut slots: Vec<_> = registry.iter().collect();
+        slots.sort_by(|a, b| a.id.cmp(&b.id));
+        for slot in &slots {
+            let limit = slot.stable().limits.max_concurrency as usize;
+            let active = limit.saturating_sub(slot.permits.available_permits());
+            let _ = writeln!(
+                out,
+                "berth_instances_active{{component=\"{}\"}} {active}",
+                escape(&slot.id)
+            );
+        }
+        out.push_str("# HELP berth_concurrency_limit Invocations a component may run at once.\n# TYPE berth_concurrency_limit gauge\n");
+        for slot in &slots {
+            let _ = writeln!(
+                out,
+                "berth_concurrency_limit{{component=\"{}\"}} {}",
+                escape(&slot.id),
+                slot.stable().limits.max_concurrency
+            );
+        }
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_class_and_timed_in_buckets() {
+        let metrics = Metrics::default();
+        let c: Arc<str> = "order".into();
+        metrics.request(&c, "abc", "/api/...", 200, Duration::from_millis(3));
+        metrics.request(&c, "abc", "/api/...", 201, Duration::from_millis(30));
+        metrics.request(&c, "abc", "/api/...", 503, Duration::from_micros(100));
+        metrics.deploy("order", "rejected");
+        let text = metrics.render(&Registry::default());
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.starts_with(needle))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            line("berth_requests_total{component=\"order\",version=\"abc\",route=\"/api/...\",status_class=\"2xx\"}").as_deref(),
+            Some("berth_requests_total{component=\"order\",version=\"abc\",route=\"/api/...\",status_class=\"2xx\"} 2")
+        );
+        assert!(text.contains("status_class=\"5xx\"} 1"), "{text}");
+        assert!(text.contains("le=\"0.005\"} 2"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 3"), "{text}");
+        assert!(text.contains("berth_deploys_total{component=\"order\",outcome=\"rejected\"} 1"));
+    }
+}
