@@ -75,6 +75,8 @@ pub struct Host {
     engine: Engine,
     gateway: Arc<Gateway>,
     admin: Arc<Admin>,
+    /// Deployments: what `berth up --watch` deploys through.
+    pub control: Arc<Control>,
     /// Kept alive here: the messaging capability holds it weakly.
     _responders: Arc<dyn Responder>,
 }
@@ -329,7 +331,7 @@ impl Host {
             databases,
             bus.clone(),
             app.clone(),
-            control,
+            control.clone(),
         ));
         Ok(Host {
             app,
@@ -341,6 +343,7 @@ impl Host {
             engine,
             gateway,
             admin,
+            control,
             _responders: responders,
         })
     }
@@ -382,7 +385,7 @@ impl Host {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopped_admin = stopped.clone();
         let mut background = tokio::task::JoinSet::new();
-        for work in self.messaging_tasks() {
+        for work in self.messaging_tasks().await {
             background.spawn(work(stopped.clone()));
         }
         let signal = async move {
@@ -402,8 +405,9 @@ impl Host {
         Ok(())
     }
 
-    /// The outbox relays and event consumers, each to run until the host stops.
-    fn messaging_tasks(&self) -> Vec<Box<dyn FnOnce(Stop) -> BoxFuture + Send>> {
+    /// The outbox relays and event consumers, each to run until the host stops. Consumer
+    /// groups are registered here, before anything is served.
+    async fn messaging_tasks(&self) -> Vec<Box<dyn FnOnce(Stop) -> BoxFuture + Send>> {
         let Some(bus) = &self.bus else {
             return Vec::new();
         };
@@ -439,7 +443,17 @@ impl Host {
                     max_attempts: config.messaging.max_delivery_attempts,
                     inbox: db.clone(),
                 };
-                tasks.push(Box::new(move |stop| Box::pin(consumer.run(stop))));
+                let first = match tokio::time::timeout(Duration::from_secs(5), consumer.subscribe())
+                    .await
+                {
+                    Ok(Ok(subscription)) => Some(subscription),
+                    Ok(Err(e)) => {
+                        tracing::warn!(component = %config.id, "cannot subscribe yet, retrying in the background: {e}");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                tasks.push(Box::new(move |stop| Box::pin(consumer.run(first, stop))));
             }
         }
         tasks

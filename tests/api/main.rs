@@ -6,6 +6,7 @@ mod deploy;
 mod events;
 mod gateway;
 mod helpers;
+mod lifecycle;
 mod openapi;
 mod orders;
 mod payments;

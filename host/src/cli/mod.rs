@@ -6,6 +6,7 @@ mod check;
 mod deploy;
 mod status;
 mod up;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
     name = "berth",
     version,
     about = "Runs microservices as sandboxed WebAssembly components behind one gateway",
-    after_help = "Examples:\n  berth up --build          build the components in spin.toml and serve them\n  berth check               validate spin.toml, its components and their grants\n\nRun `berth <command> --help` for each command's options."
+    after_help = "Examples:\n  berth up --build          build the components in spin.toml and serve them\n  berth check               validate spin.toml, its components and their grants\n  berth deploy order order.wasm --canary 10\n                            send 10 % of order's traffic to a new version\n  berth status              what a running host serves, and its dead letters\n\nRun `berth <command> --help` for each command's options."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,7 +29,7 @@ pub struct Cli {
 enum Command {
     /// Serve the app: the public API and the admin API.
     #[command(
-        after_help = "Example:\n  berth up --build --listen 127.0.0.1:8080\n\nData (SQLite files, key-value stores, compiled components, the admin token) goes to\n<data-dir>, `.berth` beside the manifest unless set. Stop with Ctrl-C or SIGTERM: open\nrequests finish first."
+        after_help = "Examples:\n  berth up --build --listen 127.0.0.1:8080\n  berth up --watch          rebuild and hot-swap a component when its sources change\n\nData (SQLite files, key-value stores, compiled components, the admin token) goes to\n<data-dir>, `.berth` beside the manifest unless set. Stop with Ctrl-C or SIGTERM: open\nrequests finish first."
     )]
     Up(UpArgs),
     /// Build the components by running each `[component.<id>.build] command`.
@@ -96,6 +97,9 @@ struct UpArgs {
     /// Build the components first, as `berth build` does.
     #[arg(long)]
     build: bool,
+    /// Rebuild and redeploy a component when files matching its `build.watch` globs change.
+    #[arg(long)]
+    watch: bool,
 }
 
 #[derive(Args)]

@@ -19,8 +19,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<18} {:<14} {:<8} {:<24} subscriptions",
-        "COMPONENT", "VERSION", "TRAFFIC", "ROUTES"
+        "{:<18} {:<14} {:<9} {:<8} {:<24} SUBSCRIPTIONS",
+        "COMPONENT", "VERSION", "STATE", "TRAFFIC", "ROUTES"
     );
     for c in components.as_array().into_iter().flatten() {
         let str_list = |v: &Value| {

@@ -59,6 +59,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         );
     }
+    if args.watch {
+        tokio::spawn(super::watch::run(host.app.clone(), host.control.clone()));
+    }
     host.serve(public, admin, shutdown_signal()).await
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::Instrument as _;
 
 use super::subject::matches_any;
-use super::{Bus, Delivery, Message, Responder, SubscribeOptions, outbox};
+use super::{Bus, Delivery, Message, Responder, SubscribeOptions, Subscription, outbox};
 use crate::capabilities::sql::Database;
 use crate::components::Slot;
 use crate::components::invocation::{self, Failure};
@@ -46,30 +46,41 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    fn options(&self) -> SubscribeOptions {
+        SubscribeOptions {
+            lease: self.slot.stable().limits.timeout + LEASE_MARGIN,
+            batch: (self.slot.permits.available_permits()).clamp(1, 64),
+        }
+    }
+
+    /// Registers the group with the bus. The host does this before it serves, so that no
+    /// event published by its first requests misses a group that was not registered yet.
+    pub async fn subscribe(&self) -> Result<Box<dyn Subscription>, super::BusError> {
+        self.bus
+            .subscribe(&self.group, &self.patterns, self.options())
+            .await
+    }
+
     /// Delivers until `stop` turns true; deliveries already running finish on their own.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Without a `first` subscription (the bus was unreachable at start) it keeps trying.
+    pub async fn run(self, first: Option<Box<dyn Subscription>>, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
-        let options = SubscribeOptions {
-            lease: this.slot.stable().limits.timeout + LEASE_MARGIN,
-            batch: (this.slot.permits.available_permits()).clamp(1, 64),
-        };
         let mut wait = Duration::from_millis(200);
-        let mut subscription = loop {
-            match this
-                .bus
-                .subscribe(&this.group, &this.patterns, options)
-                .await
-            {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::warn!(component = %this.slot.id, group = %this.group, "cannot subscribe yet: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = super::stopped(&mut stop) => return,
+        let mut subscription = match first {
+            Some(s) => s,
+            None => loop {
+                match this.subscribe().await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        tracing::warn!(component = %this.slot.id, group = %this.group, "cannot subscribe yet: {e}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = super::stopped(&mut stop) => return,
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(5));
                     }
-                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
-            }
+            },
         };
         tracing::info!(component = %this.slot.id, group = %this.group, subjects = ?this.patterns, "subscribed");
         loop {
