@@ -42,19 +42,7 @@ async fn up(data_dir: &std::path::Path, port: u16, admin: u16) -> Process {
         .stderr(Stdio::null())
         .spawn()
         .expect("start berth up");
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(60), "berth up is ready", || {
-        let client = client.clone();
-        async move {
-            let r = client
-                .get(format!("http://127.0.0.1:{admin}/readyz"))
-                .send()
-                .await
-                .ok()?;
-            r.status().is_success().then_some(())
-        }
-    })
-    .await;
+    wait_until_ready(admin).await;
     Process(child)
 }
 

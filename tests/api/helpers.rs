@@ -466,3 +466,20 @@ pub async fn saga_payment(app: &TestApp, user: &User, order_id: &str) -> String 
     })
     .await
 }
+
+/// Waits until a `berth up` process answers `/readyz` on its admin port.
+pub async fn wait_until_ready(admin: u16) {
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(60), "berth up is ready", || {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://127.0.0.1:{admin}/readyz"))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+}

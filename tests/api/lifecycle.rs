@@ -77,19 +77,7 @@ async fn up(dir: &Path, extra: &[&str]) -> Up {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(60), "berth up is ready", || {
-        let client = client.clone();
-        async move {
-            let r = client
-                .get(format!("http://127.0.0.1:{admin}/readyz"))
-                .send()
-                .await
-                .ok()?;
-            r.status().is_success().then_some(())
-        }
-    })
-    .await;
+    wait_until_ready(admin).await;
     Up {
         child,
         base: format!("http://127.0.0.1:{port}"),
