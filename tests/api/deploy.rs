@@ -175,6 +175,21 @@ async fn a_canary_takes_its_share_then_promote_and_rollback_move_all_traffic() {
         .clone();
     assert_eq!(bystander["versions"][0]["trafficPercent"], 70);
     assert_eq!(bystander["versions"][1]["state"], "canary");
+    // 401 requests in the last minute (one learned the stable version), none failed.
+    let rate = |i: usize| {
+        bystander["versions"][i]["requestsPerSecond"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        ((rate(0) + rate(1)) * 60.0 - 401.0).abs() < 0.5,
+        "{bystander}"
+    );
+    assert!(
+        (rate(1) * 60.0 - on_canary as f64).abs() < 0.5,
+        "{bystander}"
+    );
+    assert_eq!(bystander["versions"][1]["errorsPerSecond"], 0.0);
 
     assert_eq!(
         app.admin_post("/admin/v1/components/bystander/promote")

@@ -19,8 +19,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<18} {:<14} {:<9} {:<8} {:<24} SUBSCRIPTIONS",
-        "COMPONENT", "VERSION", "STATE", "TRAFFIC", "ROUTES"
+        "{:<18} {:<14} {:<9} {:<8} {:>8} {:>8}  {:<24} SUBSCRIPTIONS",
+        "COMPONENT", "VERSION", "STATE", "TRAFFIC", "REQ/S", "5XX/S", "ROUTES"
     );
     for c in components.as_array().into_iter().flatten() {
         let str_list = |v: &Value| {
@@ -36,11 +36,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         for v in c["versions"].as_array().into_iter().flatten() {
             let digest = v["digest"].as_str().unwrap_or_default();
             println!(
-                "{:<18} {:<14} {:<9} {:<8} {:<24} {}",
+                "{:<18} {:<14} {:<9} {:<8} {:>8.2} {:>8.2}  {:<24} {}",
                 c["id"].as_str().unwrap_or_default(),
                 berth::capabilities::http_inbound::short_digest(digest),
                 v["state"].as_str().unwrap_or_default(),
                 format!("{}%", v["trafficPercent"]),
+                v["requestsPerSecond"].as_f64().unwrap_or_default(),
+                v["errorsPerSecond"].as_f64().unwrap_or_default(),
                 str_list(&c["routes"]),
                 str_list(&c["subscriptions"]),
             );

@@ -67,6 +67,10 @@ pub struct VersionStatus {
     pub traffic_percent: u8,
     /// `stable`, `canary` or `previous` (loaded, serving nothing, ready for rollback).
     pub state: &'static str,
+    /// Over the last minute.
+    pub requests_per_second: f64,
+    /// Server errors (5xx) per second over the last minute.
+    pub errors_per_second: f64,
 }
 
 /// `{stable, canary, previous}` of one component, by digest: what `deployments/state.json`
@@ -340,12 +344,20 @@ impl Control {
         let slot = self.registry.get(id)?;
         let d = slot.deployment();
         let at = |v: &Version| crate::telemetry::rfc3339(v.loaded_at);
+        let rates = |v: &Version| {
+            self.metrics.rates(
+                id,
+                crate::capabilities::http_inbound::short_digest(&v.digest),
+            )
+        };
         let canary_share = d.canary.as_ref().map_or(0, |(_, p)| *p);
         let mut versions = vec![VersionStatus {
             digest: d.stable.digest.clone(),
             loaded_at: at(&d.stable),
             traffic_percent: 100 - canary_share,
             state: "stable",
+            requests_per_second: rates(&d.stable).0,
+            errors_per_second: rates(&d.stable).1,
         }];
         if let Some((canary, percent)) = &d.canary {
             versions.push(VersionStatus {
@@ -353,6 +365,8 @@ impl Control {
                 loaded_at: at(canary),
                 traffic_percent: *percent,
                 state: "canary",
+                requests_per_second: rates(canary).0,
+                errors_per_second: rates(canary).1,
             });
         }
         if let Some(previous) = &d.previous {
@@ -361,6 +375,8 @@ impl Control {
                 loaded_at: at(previous),
                 traffic_percent: 0,
                 state: "previous",
+                requests_per_second: rates(previous).0,
+                errors_per_second: rates(previous).1,
             });
         }
         let from_manifest = self.manifest_digests.get(id) == Some(&d.stable.digest);

@@ -41,10 +41,76 @@ struct RouteSeries {
     sum_micros: AtomicU64,
 }
 
+/// Requests and server errors of one version over the last minute, one slot per second.
+struct Window {
+    /// The second (since the epoch) each slot counts.
+    stamps: [AtomicU64; WINDOW],
+    requests: [AtomicU64; WINDOW],
+    errors: [AtomicU64; WINDOW],
+}
+
+const WINDOW: usize = 60;
+
+/// A component id and a version's short digest.
+type VersionKey = (Arc<str>, String);
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            stamps: std::array::from_fn(|_| AtomicU64::new(0)),
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Window {
+    fn record(&self, now: u64, error: bool) {
+        let i = (now % WINDOW as u64) as usize;
+        let stamp = self.stamps[i].load(Ordering::Relaxed);
+        if stamp != now
+            && self.stamps[i]
+                .compare_exchange(stamp, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.requests[i].store(0, Ordering::Relaxed);
+            self.errors[i].store(0, Ordering::Relaxed);
+        }
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests and errors per second over the last minute.
+    fn rates(&self, now: u64) -> (f64, f64) {
+        let (mut requests, mut errors) = (0, 0);
+        for i in 0..WINDOW {
+            let stamp = self.stamps[i].load(Ordering::Relaxed);
+            if stamp + (WINDOW as u64) > now && stamp <= now {
+                requests += self.requests[i].load(Ordering::Relaxed);
+                errors += self.errors[i].load(Ordering::Relaxed);
+            }
+        }
+        (
+            requests as f64 / WINDOW as f64,
+            errors as f64 / WINDOW as f64,
+        )
+    }
+}
+
+fn epoch_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[derive(Default)]
 pub struct Metrics {
     routes: RwLock<HashMap<RouteKey, Arc<RouteSeries>>>,
     deploys: RwLock<HashMap<(String, &'static str), u64>>,
+    /// By component and version short digest, for `berth status`.
+    windows: RwLock<HashMap<VersionKey, Arc<Window>>>,
 }
 
 impl Metrics {
@@ -57,6 +123,8 @@ impl Metrics {
         status: u16,
         took: Duration,
     ) {
+        self.window(component, version)
+            .record(epoch_seconds(), status >= 500);
         let key = RouteKey {
             component: component.clone(),
             version: version.to_owned(),
@@ -82,6 +150,27 @@ impl Metrics {
         series
             .sum_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn window(&self, component: &Arc<str>, version: &str) -> Arc<Window> {
+        let key = (component.clone(), version.to_owned());
+        if let Some(w) = self.windows.read().ok().and_then(|w| w.get(&key).cloned()) {
+            return w;
+        }
+        match self.windows.write() {
+            Ok(mut windows) => windows.entry(key).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Requests and server errors (5xx) per second over the last minute, for one version.
+    pub fn rates(&self, component: &str, version: &str) -> (f64, f64) {
+        let key = (Arc::from(component), version.to_owned());
+        self.windows
+            .read()
+            .ok()
+            .and_then(|w| w.get(&key).map(|w| w.rates(epoch_seconds())))
+            .unwrap_or((0.0, 0.0))
     }
 
     pub fn deploy(&self, component: &str, outcome: &'static str) {
@@ -212,5 +301,8 @@ mod tests {
         assert!(text.contains("le=\"0.005\"} 2"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 3"), "{text}");
         assert!(text.contains("berth_deploys_total{component=\"order\",outcome=\"rejected\"} 1"));
+        let (requests, errors) = metrics.rates("order", "abc");
+        assert!((requests - 3.0 / 60.0).abs() < 1e-9, "{requests}");
+        assert!((errors - 1.0 / 60.0).abs() < 1e-9, "{errors}");
     }
 }
