@@ -24,6 +24,7 @@ use crate::components::{Registry, Slot};
 use crate::config::{App, ComponentConfig, RuntimeConfig};
 use crate::control::admin::Admin;
 use crate::control::deploy::Control;
+use crate::control::reload::Reloader;
 use crate::engine::Engine;
 use crate::state::InvocationState;
 
@@ -77,6 +78,8 @@ pub struct Host {
     admin: Arc<Admin>,
     /// Deployments: what `berth up --watch` deploys through.
     pub control: Arc<Control>,
+    /// Applies an edited manifest's routes (`berth up --watch`).
+    pub reloader: Arc<Reloader>,
     /// Kept alive here: the messaging capability holds it weakly.
     _responders: Arc<dyn Responder>,
 }
@@ -237,7 +240,7 @@ async fn load_components(
 }
 
 /// The gateway's routing table: each manifest route bound to its component's slot.
-fn targets(app: &App, registry: &Registry) -> Vec<(RoutePattern, Target)> {
+pub(crate) fn targets(app: &App, registry: &Registry) -> Vec<(RoutePattern, Target)> {
     app.routes
         .iter()
         .filter_map(|route| {
@@ -326,11 +329,16 @@ impl Host {
             metrics,
         ));
         control.restore().await;
+        let serving_app = Arc::new(arc_swap::ArcSwap::new(app.clone()));
+        let reloader = Arc::new(
+            Reloader::new(serving_app.clone(), registry.clone(), gateway.clone())
+                .with_context(|| format!("cannot read {}", app.manifest_path.display()))?,
+        );
         let admin = Arc::new(Admin::new(
             &admin_token,
             databases,
             bus.clone(),
-            app.clone(),
+            serving_app,
             control.clone(),
         ));
         Ok(Host {
@@ -344,6 +352,7 @@ impl Host {
             gateway,
             admin,
             control,
+            reloader,
             _responders: responders,
         })
     }

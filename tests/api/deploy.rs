@@ -239,6 +239,16 @@ async fn a_broken_upload_is_refused_with_the_reason_and_the_current_version_keep
         "{}",
         ungranted.text
     );
+    // An empty component: valid, but it exports no HTTP handler for the routes to reach.
+    let wrong_world = app
+        .deploy("bystander", b"\0asm\x0d\0\x01\0".to_vec(), "")
+        .await;
+    assert_eq!(wrong_world.status, 422, "{}", wrong_world.text);
+    assert!(
+        wrong_world.text.contains("wasi:http/incoming-handler"),
+        "{}",
+        wrong_world.text
+    );
     let unknown = app.deploy("nobody", misbehave(), "").await;
     assert_eq!(unknown.status, 404);
     let bad_share = app.deploy("bystander", misbehave(), "?canary=150").await;

@@ -125,6 +125,45 @@ async fn watch_rebuilds_and_swaps_only_the_changed_component_and_survives_a_fail
         || async { (serving(&host.base).await == next).then_some(()) },
     )
     .await;
+
+    // A manifest edit beyond routes is refused with what changed; the routes keep serving.
+    let manifest = dir.path().join("spin.toml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let grant = original.replace(
+        "key_value_stores = [\"k\"]",
+        "key_value_stores = [\"k\", \"k2\"]",
+    );
+    std::fs::write(&manifest, grant).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the refused edit reported",
+        || async {
+            let log = std::fs::read_to_string(&host.log).unwrap_or_default();
+            log.contains("changed beyond routes").then_some(())
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(&host.log).unwrap();
+    assert!(log.contains("[component.bystander]"), "{log}");
+    assert_eq!(serving(&host.base).await, next);
+    // A route edit applies in place.
+    let renamed = original.replace("route = \"/bystander/...\"", "route = \"/renamed/...\"");
+    std::fs::write(&manifest, renamed).unwrap();
+    let status = |path: &'static str| {
+        let base = host.base.clone();
+        async move {
+            reqwest::get(format!("{base}{path}"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    eventually(Duration::from_secs(20), "the renamed route", || async {
+        (status("/renamed/ok").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(status("/bystander/ok").await, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,7 +60,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     if args.watch {
-        tokio::spawn(super::watch::run(host.app.clone(), host.control.clone()));
+        tokio::spawn(super::watch::run(
+            host.app.clone(),
+            host.control.clone(),
+            host.reloader.clone(),
+        ));
     }
     host.serve(public, admin, shutdown_signal()).await
 }

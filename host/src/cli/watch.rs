@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use berth::config::App;
 use berth::control::deploy::Control;
+use berth::control::reload::Reloader;
 
 const POLL: Duration = Duration::from_millis(500);
 /// Folders never watched: build output and state.
@@ -86,8 +87,12 @@ fn match_name(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Watches until the process ends.
-pub async fn run(app: Arc<App>, control: Arc<Control>) {
+pub async fn run(app: Arc<App>, control: Arc<Control>, reloader: Arc<Reloader>) {
     // Globs are relative to the component's build workdir, as in Spin.
     let watched: Vec<(String, PathBuf, Vec<String>)> = app
         .components
@@ -101,9 +106,12 @@ pub async fn run(app: Arc<App>, control: Arc<Control>) {
         })
         .collect();
     if watched.is_empty() {
-        eprintln!("berth: --watch: no component has `watch` globs under [component.<id>.build]");
-        return;
+        eprintln!(
+            "berth: --watch: no component has `watch` globs under [component.<id>.build]; watching only {}",
+            reloader.manifest().display()
+        );
     }
+    let mut manifest_modified = modified(reloader.manifest());
     let mut seen: HashMap<String, Vec<(PathBuf, SystemTime)>> = watched
         .iter()
         .map(|(id, base, patterns)| (id.clone(), snapshot(base, patterns)))
@@ -118,6 +126,14 @@ pub async fn run(app: Arc<App>, control: Arc<Control>) {
     );
     loop {
         tokio::time::sleep(POLL).await;
+        let now = modified(reloader.manifest());
+        if now != manifest_modified {
+            manifest_modified = now;
+            match reloader.reload() {
+                Ok(summary) => eprintln!("berth: {}: {summary}", reloader.manifest().display()),
+                Err(reason) => eprintln!("berth: the edit was not applied: {reason}"),
+            }
+        }
         for (id, base, patterns) in &watched {
             let now = snapshot(base, patterns);
             if seen.get(id) == Some(&now) {

@@ -31,7 +31,8 @@ pub struct Admin {
     databases: Vec<(String, Arc<dyn sql::Database>)>,
     /// The message bus, when a component publishes or subscribes.
     bus: Option<Arc<dyn Bus>>,
-    app: Arc<App>,
+    /// The app as last (re)loaded: routes change with a manifest reload.
+    app: Arc<arc_swap::ArcSwap<App>>,
     control: Arc<Control>,
 }
 
@@ -40,7 +41,7 @@ impl Admin {
         token: &str,
         databases: Vec<(String, Arc<dyn sql::Database>)>,
         bus: Option<Arc<dyn Bus>>,
-        app: Arc<App>,
+        app: Arc<arc_swap::ArcSwap<App>>,
         control: Arc<Control>,
     ) -> Admin {
         Admin {
@@ -53,14 +54,13 @@ impl Admin {
     }
 
     fn components(&self) -> serde_json::Value {
-        let components: Vec<serde_json::Value> = self
-            .app
+        let app = self.app.load();
+        let components: Vec<serde_json::Value> = app
             .components
             .values()
             .filter_map(|config| {
                 let (versions, from_manifest) = self.control.versions(&config.id)?;
-                let routes: Vec<String> = self
-                    .app
+                let routes: Vec<String> = app
                     .routes
                     .iter()
                     .filter(|r| r.component == config.id)

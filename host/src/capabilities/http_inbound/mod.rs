@@ -63,7 +63,8 @@ pub struct Target {
 }
 
 pub struct Gateway {
-    router: Router<Target>,
+    /// Swapped whole when the manifest's routes are reloaded.
+    router: arc_swap::ArcSwap<Router<Target>>,
     /// Every component, for chained requests (`http://<id>.spin.internal`).
     components: Arc<Registry>,
     engine: Engine,
@@ -89,13 +90,18 @@ impl Gateway {
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Gateway {
         Gateway {
-            router: Router::new(routes),
+            router: arc_swap::ArcSwap::from_pointee(Router::new(routes)),
             components,
             engine,
             jwt,
             max_request_bytes,
             metrics,
         }
+    }
+
+    /// Replaces the routing table in one swap; requests already routed keep their target.
+    pub fn set_routes(&self, routes: Vec<(RoutePattern, Target)>) {
+        self.router.store(Arc::new(Router::new(routes)));
     }
 
     pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
@@ -172,7 +178,8 @@ impl Gateway {
         routed: &mut Routed,
     ) -> Result<Response<Body>, ApiError> {
         let path = request.uri().path().to_owned();
-        let Some((pattern, target, matched)) = self.router.route(&path) else {
+        let router = self.router.load();
+        let Some((pattern, target, matched)) = router.route(&path) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "ROUTE_NOT_FOUND",
