@@ -304,6 +304,20 @@ async fn deployed_versions_survive_a_restart() {
     let digest = short(deployed.json["digest"].as_str().unwrap());
     let canary = app.deploy("bystander", variant(4), "?canary=20").await;
     assert_eq!(canary.status, 201);
+    let kept = std::fs::read_dir(app.data_dir.path().join("deployments"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "wasm")
+        })
+        .count();
+    assert_eq!(
+        kept, 2,
+        "only the wasm of deployed versions still in use is kept"
+    );
     let data_dir = app.stop().await;
     let app = spawn_with(SANDBOX, None, data_dir).await;
     let status = app.admin_get("/admin/v1/components").await;

@@ -273,7 +273,32 @@ impl Control {
             .context("cannot write deployments/state.json")
             .map_err(ControlError::Persist)?;
         slot.publish(next);
+        self.forget_unreferenced(&saved);
         Ok(())
+    }
+
+    /// Deletes the wasm of versions no component can return to any more.
+    fn forget_unreferenced(&self, saved: &BTreeMap<String, Saved>) {
+        let kept: std::collections::HashSet<PathBuf> = saved
+            .values()
+            .flat_map(|s| {
+                std::iter::once(&s.stable)
+                    .chain(s.canary.as_ref().map(|(d, _)| d))
+                    .chain(s.previous.as_ref())
+            })
+            .map(|digest| self.blob(digest))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_some_and(|e| e == "wasm")
+                && !kept.contains(&path)
+                && let Err(e) = std::fs::remove_file(&path)
+            {
+                tracing::warn!("cannot delete {}: {e}", path.display());
+            }
+        }
     }
 
     fn saved(&self) -> BTreeMap<String, Saved> {
