@@ -393,9 +393,12 @@ impl Host {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopped_admin = stopped.clone();
+        // Relays and consumers stop only after the servers have drained, so events committed
+        // by the last requests still leave before the process does.
+        let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
         let mut background = tokio::task::JoinSet::new();
         for work in self.messaging_tasks().await {
-            background.spawn(work(stopped.clone()));
+            background.spawn(work(background_stopped.clone()));
         }
         let signal = async move {
             shutdown.await;
@@ -409,7 +412,7 @@ impl Host {
             server::serve(public, self.gateway, wait(stopped), DRAIN),
             server::serve(admin, self.admin, wait(stopped_admin), DRAIN),
         );
-        // Relays make a last pass so what was committed leaves before the process does.
+        let _ = stop_background.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), background.join_all()).await;
         Ok(())
     }

@@ -170,6 +170,24 @@ fn validate(m: Manifest, manifest_path: &Path, dir: PathBuf, problems: &mut Vec<
         .map(|(id, c)| (id.clone(), check.component(id, c, jwt_secret.is_some())))
         .collect();
     let routes = check.routes();
+    let mut groups: BTreeMap<&str, &ComponentConfig> = BTreeMap::new();
+    for c in components
+        .values()
+        .filter(|c| !c.messaging.subscriptions.is_empty())
+    {
+        let group = c.messaging.consumer_group.as_str();
+        match groups.get(group) {
+            Some(other) if other.messaging.subscriptions != c.messaging.subscriptions => {
+                check.problems.push(format!(
+                    "[component.{}] and [component.{}] share consumer_group `{group}` with different subscriptions; a group has one set of subjects: give them the same subscriptions or different groups",
+                    other.id, c.id
+                ));
+            }
+            _ => {
+                groups.insert(group, c);
+            }
+        }
+    }
     for route in &routes {
         if let Some(c) = components.get_mut(&route.component) {
             c.serves_http = true;

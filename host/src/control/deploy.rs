@@ -95,6 +95,9 @@ pub struct Control {
     manifest_digests: HashMap<String, String>,
     /// One change at a time per component: a deploy and a rollback must not interleave.
     locks: HashMap<String, tokio::sync::Mutex<()>>,
+    /// One write of `deployments/` at a time, across components: the state file is read,
+    /// changed and written whole, and unreferenced wasm is deleted after it.
+    persist: std::sync::Mutex<()>,
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
@@ -126,6 +129,7 @@ impl Control {
             dir: data_dir.join("deployments"),
             manifest_digests,
             locks,
+            persist: std::sync::Mutex::new(()),
             metrics,
         }
     }
@@ -180,13 +184,6 @@ impl Control {
                 .map_err(count_rejected)?,
         );
         let digest = version.digest.clone();
-        let blob = self.blob(&digest);
-        if !blob.exists() {
-            std::fs::create_dir_all(&self.dir)
-                .and_then(|()| crate::files::write_atomic(&blob, &wasm))
-                .with_context(|| format!("cannot keep the wasm in {}", blob.display()))
-                .map_err(ControlError::Persist)?;
-        }
         let old = slot.deployment();
         let next = match canary {
             Some(percent) => Deployment {
@@ -200,7 +197,7 @@ impl Control {
                 previous: Some(old.stable.clone()),
             },
         };
-        self.switch(slot, next)?;
+        self.switch(slot, next, Some((&digest, &wasm)))?;
         self.metrics.deploy(id, "deployed");
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
@@ -233,6 +230,7 @@ impl Control {
                 canary: None,
                 previous: Some(old.stable.clone()),
             },
+            None,
         )?;
         tracing::info!(component = id, "promoted the canary");
         Ok(())
@@ -256,15 +254,32 @@ impl Control {
             },
             (None, None) => return Err(ControlError::NothingToRollBack(id.to_owned())),
         };
-        self.switch(slot, next)?;
+        self.switch(slot, next, None)?;
         tracing::info!(component = id, "rolled back");
         Ok(())
     }
 
     /// Saves the arrangement, then publishes it: a restart never brings back less than what
     /// served.
-    fn switch(&self, slot: &Slot, next: Deployment) -> Result<(), ControlError> {
-        let mut saved = self.saved();
+    fn switch(
+        &self,
+        slot: &Slot,
+        next: Deployment,
+        new_wasm: Option<(&str, &[u8])>,
+    ) -> Result<(), ControlError> {
+        let _persisting = self.persist.lock().map_err(|_| {
+            ControlError::Persist(anyhow::anyhow!("the deployments lock is poisoned"))
+        })?;
+        if let Some((digest, wasm)) = new_wasm {
+            let blob = self.blob(digest);
+            if !blob.exists() {
+                std::fs::create_dir_all(&self.dir)
+                    .and_then(|()| crate::files::write_atomic(&blob, wasm))
+                    .with_context(|| format!("cannot keep the wasm in {}", blob.display()))
+                    .map_err(ControlError::Persist)?;
+            }
+        }
+        let mut saved = self.saved().map_err(ControlError::Persist)?;
         saved.insert(slot.id.to_string(), Saved::of(&next));
         let json =
             serde_json::to_vec_pretty(&saved).map_err(|e| ControlError::Persist(e.into()))?;
@@ -301,17 +316,31 @@ impl Control {
         }
     }
 
-    fn saved(&self) -> BTreeMap<String, Saved> {
-        std::fs::read(self.dir.join("state.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// What `state.json` holds; nothing when it does not exist yet. A file that cannot be
+    /// read is an error, never an empty state that would forget the other components.
+    fn saved(&self) -> anyhow::Result<BTreeMap<String, Saved>> {
+        let path = self.dir.join("state.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not valid; fix or remove it", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     }
 
     /// Brings back what served before the host stopped. A version whose wasm is gone or no
     /// longer loads is skipped with a warning, and the manifest's file serves instead.
     pub async fn restore(&self) {
-        for (id, saved) in self.saved() {
+        let saved = match self.saved() {
+            Ok(saved) => saved,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot restore deployed versions: {e:#}; serving the manifest's files"
+                );
+                return;
+            }
+        };
+        for (id, saved) in saved {
             let Ok((slot, _)) = self.slot(&id) else {
                 tracing::warn!(component = %id, "a saved deployment names a component the manifest no longer has; ignoring it");
                 continue;

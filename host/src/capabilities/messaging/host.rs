@@ -194,16 +194,22 @@ impl MessagingSession {
             body,
             traceparent: Some(self.traceparent.clone()),
         };
-        let respond = responder.respond(message, reply_to.clone());
+        // Spawned: the responder's invocation must run to its commit even once the reply
+        // is in hand or the request has given up waiting.
+        let responding = {
+            let reply_to = reply_to.clone();
+            tokio::spawn(async move { responder.respond(message, reply_to).await })
+        };
         let result = tokio::time::timeout(timeout, async {
             tokio::pin!(reply);
             tokio::select! {
                 biased;
                 body = &mut reply => body.map_err(|_| "the responder went away".to_owned()),
-                responded = respond => match responded {
+                responded = responding => match responded {
                     // The handler returned; its reply, if it sent one, is already here.
-                    Ok(()) => reply.await.map_err(|_| format!("the handler of `{subject}` returned without replying")),
-                    Err(e) => Err(e),
+                    Ok(Ok(())) => reply.await.map_err(|_| format!("the handler of `{subject}` returned without replying")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(format!("the responder ended: {e}")),
                 },
             }
         })

@@ -139,9 +139,12 @@ impl Connection for SqliteConnection {
     }
 
     async fn begin(&mut self) -> Result<(), SqlError> {
-        self.run("BEGIN IMMEDIATE").await?;
+        // Set before awaiting: if the invocation is cancelled while BEGIN waits for the
+        // lock, the BEGIN still runs, and the connection must then be closed, not reused.
         self.in_transaction = true;
-        Ok(())
+        let begun = self.run("BEGIN IMMEDIATE").await;
+        self.in_transaction = begun.is_ok();
+        begun
     }
 
     async fn commit(&mut self) -> Result<(), SqlError> {

@@ -44,6 +44,50 @@ pub fn classify(statement: &str) -> Kind {
     }
 }
 
+/// Whether `sql` holds a second statement after a `;` (outside quotes and comments): one
+/// statement per call keeps each one classified, as Spin's SQLite does.
+pub fn has_more_than_one(sql: &str) -> bool {
+    let mut chars = sql.chars().peekable();
+    let mut ended = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' | '`' | '[' => {
+                if ended {
+                    return true;
+                }
+                let close = if c == '[' { ']' } else { c };
+                for d in chars.by_ref() {
+                    if d == close {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut star = false;
+                for d in chars.by_ref() {
+                    if star && d == '/' {
+                        break;
+                    }
+                    star = d == '*';
+                }
+            }
+            ';' => ended = true,
+            c if c.is_whitespace() => {}
+            _ if ended => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The statement's leading keywords, upper-cased, skipping whitespace and comments.
 fn keywords(statement: &str) -> impl Iterator<Item = String> + '_ {
     let mut rest = statement;
@@ -97,6 +141,11 @@ impl Work {
 
     /// Runs a guest statement.
     pub async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, SqlError> {
+        if has_more_than_one(statement) {
+            return Err(SqlError::Statement(
+                "run one statement per execute; this one has several separated by `;`".into(),
+            ));
+        }
         match classify(statement) {
             Kind::Read => self.conn.execute(statement, params).await,
             Kind::Write => {
@@ -203,5 +252,15 @@ mod tests {
             Kind::Write
         );
         assert_eq!(classify(""), Kind::Write);
+    }
+
+    #[test]
+    fn a_second_statement_is_found_outside_quotes_and_comments() {
+        assert!(!has_more_than_one("SELECT 1"));
+        assert!(!has_more_than_one("SELECT 1; "));
+        assert!(!has_more_than_one("SELECT ';' -- x; y\n"));
+        assert!(!has_more_than_one("SELECT 1; /* trailing; */"));
+        assert!(has_more_than_one("SELECT 1; DELETE FROM t"));
+        assert!(has_more_than_one("SELECT 1;COMMIT"));
     }
 }
