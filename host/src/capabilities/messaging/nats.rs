@@ -21,6 +21,12 @@ use super::{Bus, BusError, DeadLetter, Delivery, Message, Settle, SubscribeOptio
 /// Bounds every JetStream request, publish ack and double ack, so a bus that is down answers
 /// `Unavailable` instead of holding the relay or a handler.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Events older than this leave the stream: shorter than the inbox remembers handled ids
+/// (`outbox::INBOX_RETENTION`), so a consumer that is recreated and replays the stream can
+/// never apply an event whose inbox record is gone.
+const EVENTS_MAX_AGE: Duration = Duration::from_secs(6 * 24 * 3600);
+/// Dead letters are kept a month for someone to look at.
+const DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// A relay that crashed between publishing and clearing its outbox publishes again within
 /// seconds; JetStream drops the copy when its `Nats-Msg-Id` was seen in this window.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -177,9 +183,17 @@ impl Shared {
         }
         self.require_connected()?;
         let names = &self.names;
-        for (name, subjects) in [
-            (&names.events_stream, format!("{}>", names.events_prefix)),
-            (&names.dead_stream, format!("{}>", names.dead_prefix)),
+        for (name, subjects, max_age) in [
+            (
+                &names.events_stream,
+                format!("{}>", names.events_prefix),
+                EVENTS_MAX_AGE,
+            ),
+            (
+                &names.dead_stream,
+                format!("{}>", names.dead_prefix),
+                DEAD_MAX_AGE,
+            ),
         ] {
             self.js
                 .get_or_create_stream(stream::Config {
@@ -187,6 +201,7 @@ impl Shared {
                     subjects: vec![subjects],
                     storage: stream::StorageType::File,
                     duplicate_window: DUPLICATE_WINDOW,
+                    max_age,
                     ..Default::default()
                 })
                 .await
