@@ -250,7 +250,7 @@ pub(crate) fn targets(app: &App, registry: &Registry) -> Vec<(RoutePattern, Targ
                 route.pattern.clone(),
                 Target {
                     slot,
-                    raw_route: route.pattern.to_string(),
+                    raw_route: route.pattern.to_string().into(),
                     auth: config.auth,
                     public_routes: config.public_routes.clone().into(),
                 },

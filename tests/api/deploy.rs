@@ -12,20 +12,6 @@ fn misbehave() -> Vec<u8> {
     std::fs::read(repo("target/wasm32-wasip2/release/misbehave.wasm")).unwrap()
 }
 
-/// The same component with a custom section appended: behaves the same, another digest.
-fn variant(n: u32) -> Vec<u8> {
-    let mut wasm = misbehave();
-    let name = b"berth-test-variant";
-    let payload = n.to_le_bytes();
-    let size = 1 + name.len() + payload.len();
-    wasm.push(0);
-    wasm.push(size as u8);
-    wasm.push(name.len() as u8);
-    wasm.extend_from_slice(name);
-    wasm.extend_from_slice(&payload);
-    wasm
-}
-
 impl TestApp {
     async fn deploy(&self, component: &str, wasm: Vec<u8>, query: &str) -> Reply {
         Reply::from(
@@ -41,6 +27,13 @@ impl TestApp {
                 .unwrap(),
         )
         .await
+    }
+
+    /// One component's entry of `GET /admin/v1/components`.
+    async fn component_status(&self, id: &str) -> serde_json::Value {
+        let status = self.admin_get("/admin/v1/components").await;
+        let all = status.json.as_array().unwrap().clone();
+        all.into_iter().find(|c| c["id"] == id).unwrap()
     }
 
     async fn admin_post(&self, path: &str) -> Reply {
@@ -92,7 +85,7 @@ async fn ten_deploys_under_steady_load_fail_no_request() {
         .collect();
     let mut last = String::new();
     for n in 0..10 {
-        let deployed = app.deploy("bystander", variant(n), "").await;
+        let deployed = app.deploy("bystander", misbehave_variant(n), "").await;
         assert_eq!(deployed.status, 201, "{}", deployed.text);
         last = deployed.json["digest"].as_str().unwrap().to_owned();
     }
@@ -134,7 +127,7 @@ async fn an_in_flight_request_finishes_on_the_version_it_started_on() {
     let slow = app.get("/bystander/sleep?ms=1500", None);
     let swap = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        app.deploy("bystander", variant(1), "").await
+        app.deploy("bystander", misbehave_variant(1), "").await
     };
     let (slow, deployed) = tokio::join!(slow, swap);
     assert_eq!(deployed.status, 201, "{}", deployed.text);
@@ -150,7 +143,9 @@ async fn an_in_flight_request_finishes_on_the_version_it_started_on() {
 async fn a_canary_takes_its_share_then_promote_and_rollback_move_all_traffic() {
     let app = spawn(SANDBOX).await;
     let stable = app.serving().await;
-    let canary = app.deploy("bystander", variant(7), "?canary=30").await;
+    let canary = app
+        .deploy("bystander", misbehave_variant(7), "?canary=30")
+        .await;
     assert_eq!(canary.status, 201, "{}", canary.text);
     let canary = short(canary.json["digest"].as_str().unwrap());
     let mut on_canary = 0;
@@ -164,15 +159,7 @@ async fn a_canary_takes_its_share_then_promote_and_rollback_move_all_traffic() {
         (75..=165).contains(&on_canary),
         "{on_canary} of 400 on the canary"
     );
-    let status = app.admin_get("/admin/v1/components").await;
-    let bystander = status
-        .json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "bystander")
-        .unwrap()
-        .clone();
+    let bystander = app.component_status("bystander").await;
     assert_eq!(bystander["versions"][0]["trafficPercent"], 70);
     assert_eq!(bystander["versions"][1]["state"], "canary");
     // 401 requests in the last minute (one learned the stable version), none failed.
@@ -290,7 +277,7 @@ async fn a_failing_migration_refuses_the_deploy() {
         "ALTER TABLE missing ADD COLUMN x TEXT;",
     )
     .unwrap();
-    let refused = app.deploy("bystander", variant(2), "").await;
+    let refused = app.deploy("bystander", misbehave_variant(2), "").await;
     assert_eq!(refused.status, 422, "{}", refused.text);
     assert!(refused.text.contains("0002_broken.sql"), "{}", refused.text);
     assert_eq!(app.serving().await, serving);
@@ -299,10 +286,12 @@ async fn a_failing_migration_refuses_the_deploy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployed_versions_survive_a_restart() {
     let app = spawn(SANDBOX).await;
-    let deployed = app.deploy("bystander", variant(3), "").await;
+    let deployed = app.deploy("bystander", misbehave_variant(3), "").await;
     assert_eq!(deployed.status, 201);
     let digest = short(deployed.json["digest"].as_str().unwrap());
-    let canary = app.deploy("bystander", variant(4), "?canary=20").await;
+    let canary = app
+        .deploy("bystander", misbehave_variant(4), "?canary=20")
+        .await;
     assert_eq!(canary.status, 201);
     let kept = std::fs::read_dir(app.data_dir.path().join("deployments"))
         .unwrap()
@@ -320,15 +309,7 @@ async fn deployed_versions_survive_a_restart() {
     );
     let data_dir = app.stop().await;
     let app = spawn_with(SANDBOX, None, data_dir).await;
-    let status = app.admin_get("/admin/v1/components").await;
-    let bystander = status
-        .json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "bystander")
-        .unwrap()
-        .clone();
+    let bystander = app.component_status("bystander").await;
     assert_eq!(bystander["source"], "deployed", "{bystander}");
     assert_eq!(
         short(bystander["versions"][0]["digest"].as_str().unwrap()),
@@ -350,15 +331,7 @@ async fn deployed_versions_survive_a_restart() {
             .status,
         200
     );
-    let status = app.admin_get("/admin/v1/components").await;
-    let bystander = status
-        .json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "bystander")
-        .unwrap()
-        .clone();
+    let bystander = app.component_status("bystander").await;
     assert_eq!(bystander["source"], "manifest", "{bystander}");
 }
 
@@ -366,7 +339,7 @@ async fn deployed_versions_survive_a_restart() {
 async fn the_cli_deploys_promotes_and_rolls_back() {
     let app = spawn(SANDBOX).await;
     let file = app.data_dir.path().join("v9.wasm");
-    std::fs::write(&file, variant(9)).unwrap();
+    std::fs::write(&file, misbehave_variant(9)).unwrap();
     let run = |args: &[&str]| {
         let output = berth_command()
             .args(args)

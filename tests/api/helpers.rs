@@ -385,11 +385,7 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub async fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut server = NatsServer {
             port,
             store: tempfile::tempdir().unwrap(),
@@ -482,4 +478,24 @@ pub async fn wait_until_ready(admin: u16) {
         }
     })
     .await;
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for servers started as processes.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The misbehave component with a custom section appended: behaves the same, another digest.
+pub fn misbehave_variant(n: u32) -> Vec<u8> {
+    ensure_built();
+    let mut wasm = std::fs::read(repo("target/wasm32-wasip2/release/misbehave.wasm")).unwrap();
+    let name = b"berth-test-variant";
+    wasm.extend_from_slice(&[0, (1 + name.len() + 4) as u8, name.len() as u8]);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(&n.to_le_bytes());
+    wasm
 }

@@ -9,15 +9,6 @@ use sha2::Digest as _;
 
 use crate::helpers::*;
 
-fn misbehave_variant(n: u32) -> Vec<u8> {
-    let mut wasm = std::fs::read(repo("target/wasm32-wasip2/release/misbehave.wasm")).unwrap();
-    let name = b"berth-test-variant";
-    wasm.extend_from_slice(&[0, (1 + name.len() + 4) as u8, name.len() as u8]);
-    wasm.extend_from_slice(name);
-    wasm.extend_from_slice(&n.to_le_bytes());
-    wasm
-}
-
 fn short_digest(wasm: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(wasm))[..12].to_owned()
 }
@@ -56,16 +47,7 @@ impl Drop for Up {
 }
 
 async fn up(dir: &Path, extra: &[&str]) -> Up {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (port, admin) = (free_port(), free_port());
     let log = dir.join("berth.log");
     let child = berth_command()
         .args(["up", "--manifest"])

@@ -14,8 +14,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::components::Registry;
@@ -24,13 +24,6 @@ use crate::components::Registry;
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct RouteKey {
-    component: Arc<str>,
-    version: String,
-    route: String,
-}
 
 #[derive(Default)]
 struct RouteSeries {
@@ -51,8 +44,16 @@ struct Window {
 
 const WINDOW: usize = 60;
 
-/// A component id and a version's short digest.
-type VersionKey = (Arc<str>, String);
+/// One version's series: its minute window and one series per route template.
+#[derive(Default)]
+struct VersionSeries {
+    window: Window,
+    routes: HashMap<String, RouteSeries>,
+}
+
+/// By component id, then version short digest: looked up with `&str` at each level, so a
+/// request that hits existing series allocates nothing.
+type Series = HashMap<String, HashMap<String, VersionSeries>>;
 
 impl Default for Window {
     fn default() -> Window {
@@ -107,69 +108,67 @@ fn epoch_seconds() -> u64 {
 
 #[derive(Default)]
 pub struct Metrics {
-    routes: RwLock<HashMap<RouteKey, Arc<RouteSeries>>>,
+    series: RwLock<Series>,
     deploys: RwLock<HashMap<(String, &'static str), u64>>,
-    /// By component and version short digest, for `berth status`.
-    windows: RwLock<HashMap<VersionKey, Arc<Window>>>,
+}
+
+impl RouteSeries {
+    fn record(&self, status: u16, took: Duration) {
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
     /// One answered request. `component` and `route` are empty for requests no route matched.
     pub fn request(
         &self,
-        component: &Arc<str>,
+        component: &str,
         version: &str,
         route: &str,
         status: u16,
         took: Duration,
     ) {
-        self.window(component, version)
-            .record(epoch_seconds(), status >= 500);
-        let key = RouteKey {
-            component: component.clone(),
-            version: version.to_owned(),
-            route: route.to_owned(),
+        let record = |v: &VersionSeries, r: &RouteSeries| {
+            v.window.record(epoch_seconds(), status >= 500);
+            r.record(status, took);
         };
-        let existing = self.routes.read().ok().and_then(|r| r.get(&key).cloned());
-        let series = match existing {
-            Some(series) => series,
-            None => match self.routes.write() {
-                Ok(mut routes) => routes.entry(key).or_default().clone(),
-                Err(_) => return,
-            },
-        };
-        let class = usize::from((status / 100).clamp(1, 5) - 1);
-        series.by_class[class].fetch_add(1, Ordering::Relaxed);
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&series.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Ok(series) = self.series.read()
+            && let Some(v) = series.get(component).and_then(|c| c.get(version))
+            && let Some(r) = v.routes.get(route)
+        {
+            return record(v, r);
         }
-        series.count.fetch_add(1, Ordering::Relaxed);
-        series
-            .sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn window(&self, component: &Arc<str>, version: &str) -> Arc<Window> {
-        let key = (component.clone(), version.to_owned());
-        if let Some(w) = self.windows.read().ok().and_then(|w| w.get(&key).cloned()) {
-            return w;
-        }
-        match self.windows.write() {
-            Ok(mut windows) => windows.entry(key).or_default().clone(),
-            Err(_) => Arc::default(),
+        // First request of this series: created under the write lock, once.
+        if let Ok(mut series) = self.series.write() {
+            let v = series
+                .entry(component.to_owned())
+                .or_default()
+                .entry(version.to_owned())
+                .or_default();
+            v.routes.entry(route.to_owned()).or_default();
+            record(v, &v.routes[route]);
         }
     }
 
     /// Requests and server errors (5xx) per second over the last minute, for one version.
     pub fn rates(&self, component: &str, version: &str) -> (f64, f64) {
-        let key = (Arc::from(component), version.to_owned());
-        self.windows
+        self.series
             .read()
             .ok()
-            .and_then(|w| w.get(&key).map(|w| w.rates(epoch_seconds())))
+            .and_then(|s| {
+                let v = s.get(component)?.get(version)?;
+                Some(v.window.rates(epoch_seconds()))
+            })
             .unwrap_or((0.0, 0.0))
     }
 
@@ -182,36 +181,42 @@ impl Metrics {
     /// Everything in the Prometheus text format.
     pub fn render(&self, registry: &Registry) -> String {
         let mut out = String::new();
-        let routes: Vec<(RouteKey, Arc<RouteSeries>)> = self
-            .routes
-            .read()
-            .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        let labels = |k: &RouteKey| {
-            format!(
-                "component=\"{}\",version=\"{}\",route=\"{}\"",
-                escape(&k.component),
-                escape(&k.version),
-                escape(&k.route)
-            )
+        let Ok(series) = self.series.read() else {
+            return out;
         };
+        // (labels, series) for every route series, in a stable order.
+        let mut routes: Vec<(String, &RouteSeries)> = series
+            .iter()
+            .flat_map(|(component, versions)| {
+                versions.iter().flat_map(move |(version, v)| {
+                    v.routes.iter().map(move |(route, r)| {
+                        let labels = format!(
+                            "component=\"{}\",version=\"{}\",route=\"{}\"",
+                            escape(component),
+                            escape(version),
+                            escape(route)
+                        );
+                        (labels, r)
+                    })
+                })
+            })
+            .collect();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
         out.push_str("# HELP berth_requests_total Requests answered, by component version, route template and status class.\n# TYPE berth_requests_total counter\n");
-        for (key, series) in &routes {
+        for (labels, series) in &routes {
             for (i, n) in series.by_class.iter().enumerate() {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
                     let _ = writeln!(
                         out,
-                        "berth_requests_total{{{},status_class=\"{}xx\"}} {n}",
-                        labels(key),
+                        "berth_requests_total{{{labels},status_class=\"{}xx\"}} {n}",
                         i + 1
                     );
                 }
             }
         }
         out.push_str("# HELP berth_request_duration_seconds Time from receiving a request to answering it.\n# TYPE berth_request_duration_seconds histogram\n");
-        for (key, series) in &routes {
-            let l = labels(key);
+        for (l, series) in &routes {
             for (bound, bucket) in BUCKETS.iter().zip(&series.buckets) {
                 let _ = writeln!(
                     out,
@@ -282,10 +287,10 @@ mod tests {
     #[test]
     fn requests_are_counted_by_class_and_timed_in_buckets() {
         let metrics = Metrics::default();
-        let c: Arc<str> = "order".into();
-        metrics.request(&c, "abc", "/api/...", 200, Duration::from_millis(3));
-        metrics.request(&c, "abc", "/api/...", 201, Duration::from_millis(30));
-        metrics.request(&c, "abc", "/api/...", 503, Duration::from_micros(100));
+        let c = "order";
+        metrics.request(c, "abc", "/api/...", 200, Duration::from_millis(3));
+        metrics.request(c, "abc", "/api/...", 201, Duration::from_millis(30));
+        metrics.request(c, "abc", "/api/...", 503, Duration::from_micros(100));
         metrics.deploy("order", "rejected");
         let text = metrics.render(&Registry::default());
         let line = |needle: &str| {

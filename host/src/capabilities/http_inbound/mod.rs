@@ -57,7 +57,7 @@ pub struct RequestIds {
 pub struct Target {
     pub slot: Arc<Slot>,
     /// The route as written in the manifest (Spin's `spin-raw-component-route`).
-    pub raw_route: String,
+    pub raw_route: Arc<str>,
     pub auth: Auth,
     pub public_routes: Arc<[RoutePattern]>,
 }
@@ -77,7 +77,7 @@ pub struct Gateway {
 #[derive(Default)]
 struct Routed {
     component: Option<Arc<str>>,
-    route: String,
+    route: Option<Arc<str>>,
 }
 
 impl Gateway {
@@ -153,11 +153,10 @@ impl Gateway {
             .get(dispatch::VERSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let component = routed.component.unwrap_or_else(|| Arc::from(""));
         self.metrics.request(
-            &component,
+            routed.component.as_deref().unwrap_or_default(),
             version,
-            &routed.route,
+            routed.route.as_deref().unwrap_or_default(),
             response.status().as_u16(),
             started.elapsed(),
         );
@@ -190,7 +189,7 @@ impl Gateway {
         span.record("route", tracing::field::display(pattern));
         span.record("component", &*target.slot.id);
         routed.component = Some(target.slot.id.clone());
-        routed.route = target.raw_route.clone();
+        routed.route = Some(target.raw_route.clone());
 
         let user = self.authenticate(&request, target, &path)?;
         let (mut parts, body) = request.into_parts();
@@ -446,7 +445,7 @@ fn guest_headers(parts: &mut http::request::Parts, cx: GuestContext) {
         ("spin-path-info", cx.matched.path_info.to_owned()),
         ("spin-matched-route", cx.pattern.to_string()),
         ("spin-base-path", "/".to_owned()),
-        ("spin-raw-component-route", cx.target.raw_route.clone()),
+        ("spin-raw-component-route", cx.target.raw_route.to_string()),
         ("spin-component-route", cx.pattern.base()),
         ("spin-client-addr", cx.client.to_string()),
     ];

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Executor, Row};
 
+use super::outbox::now_ms;
 use super::subject::matches_any;
 use super::{Bus, BusError, DeadLetter, Delivery, Message, Settle, SubscribeOptions, Subscription};
 use crate::capabilities::sql::sqlite::open_pool;
@@ -115,12 +116,6 @@ async fn forget_settled(shared: std::sync::Weak<Shared>) {
             tracing::warn!("embedded bus: cannot forget settled messages: {e}");
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn failed(e: sqlx::Error) -> BusError {

@@ -37,6 +37,7 @@ pub async fn create(db: &Arc<dyn Database>) -> Result<(), SqlError> {
     Ok(())
 }
 
+/// Milliseconds since the epoch, the time unit of the outbox, inbox and embedded bus.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
