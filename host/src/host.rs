@@ -248,12 +248,12 @@ pub(crate) fn targets(app: &App, registry: &Registry) -> Vec<(RoutePattern, Targ
             let config = &app.components[&route.component];
             Some((
                 route.pattern.clone(),
-                Target {
+                Target::new(
                     slot,
-                    raw_route: route.pattern.to_string().into(),
-                    auth: config.auth,
-                    public_routes: config.public_routes.clone().into(),
-                },
+                    &route.pattern,
+                    config.auth,
+                    config.public_routes.clone().into(),
+                ),
             ))
         })
         .collect()

@@ -128,7 +128,7 @@ fn state(slot: &Slot, version: &Version, trace: Trace<'_>) -> InvocationState {
             slot.id.clone(),
             version.publishes.clone(),
             version.messaging.clone(),
-            trace.traceparent.to_str().unwrap_or_default().to_owned(),
+            trace.traceparent.clone(),
             slot.relay.clone(),
         ),
         variables: version.variables.clone(),

@@ -37,6 +37,15 @@ pub fn init() {
     drop(result);
 }
 
+/// A new request id: a v4 UUID from the thread-local generator (`Uuid::new_v4` would make a
+/// getrandom syscall per request).
+pub fn request_id() -> http::HeaderValue {
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    http::HeaderValue::from_bytes(uuid.hyphenated().encode_lower(&mut text).as_bytes())
+        .expect("a uuid is a valid header value")
+}
+
 /// The current time as RFC 3339 UTC, the format of every time berth shows.
 pub fn rfc3339_now() -> String {
     rfc3339(std::time::SystemTime::now())

@@ -56,6 +56,7 @@ pub async fn invoke(
     // Whether to commit, decided once the whole response is in hand.
     let (decide, decision) = tokio::sync::oneshot::channel::<bool>();
     let component = slot.id.clone();
+    let trace_id = ids.trace_id.clone();
     let task = tokio::spawn(
         async move {
             let _permit = permit;
@@ -78,7 +79,7 @@ pub async fn invoke(
                 Ok(Err(e)) => invocation::classify(e, &limits),
                 Err(_) => Failure::Timeout(limits.timeout.as_millis()),
             };
-            tracing::warn!(component = %component, "invocation {failure}");
+            tracing::warn!(component = %component, trace_id = %trace_id, "invocation {failure}");
             invocation::finish(&mut store, Outcome::Rollback).await?;
             Err(failure)
         }

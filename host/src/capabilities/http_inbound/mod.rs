@@ -60,6 +60,40 @@ pub struct Target {
     pub raw_route: Arc<str>,
     pub auth: Auth,
     pub public_routes: Arc<[RoutePattern]>,
+    /// The `spin-*` headers that depend only on the route, formatted once at load.
+    route_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    pub fn new(
+        slot: Arc<Slot>,
+        pattern: &RoutePattern,
+        auth: Auth,
+        public_routes: Arc<[RoutePattern]>,
+    ) -> Target {
+        let raw_route: Arc<str> = pattern.to_string().into();
+        let route_headers = [
+            ("spin-matched-route", raw_route.to_string()),
+            ("spin-base-path", "/".to_owned()),
+            ("spin-raw-component-route", raw_route.to_string()),
+            ("spin-component-route", pattern.base()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_static(name),
+                HeaderValue::try_from(value).ok()?,
+            ))
+        })
+        .collect();
+        Target {
+            slot,
+            raw_route,
+            auth,
+            public_routes,
+            route_headers,
+        }
+    }
 }
 
 pub struct Gateway {
@@ -119,16 +153,15 @@ impl Gateway {
                 v.len() <= 128 && !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_graphic)
             })
             .cloned()
-            .unwrap_or_else(|| {
-                HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
-                    .expect("a uuid is a valid header value")
-            });
+            .unwrap_or_else(crate::telemetry::request_id);
         let ids = RequestIds {
             request_id,
             trace_id: trace.trace_id_hex().into(),
             traceparent: trace.header(),
         };
-        let span = tracing::info_span!(
+        // Debug level: formatting a span's fields for every request is a measurable share
+        // of a small request's cost. Failures are logged with their trace id regardless.
+        let span = tracing::debug_span!(
             "request",
             method = %request.method(),
             path = %request.uri().path(),
@@ -165,7 +198,9 @@ impl Gateway {
         headers.insert(TRACEPARENT, ids.traceparent);
         let status = response.status().as_u16();
         span.record("status", status);
-        tracing::info!(parent: &span, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
+        // An access log line per request costs a formatted write to stderr on the hot path;
+        // `BERTH_LOG=berth=debug` turns it on, /metrics counts every request regardless.
+        tracing::debug!(parent: &span, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
         response
     }
 
@@ -202,7 +237,6 @@ impl Gateway {
         guest_headers(
             &mut parts,
             GuestContext {
-                pattern,
                 target,
                 matched: &matched,
                 client,
@@ -286,8 +320,7 @@ impl LocalService for Gateway {
                 .map(HeaderValue::as_bytes),
         );
         let ids = RequestIds {
-            request_id: HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
-                .expect("a uuid is a valid header value"),
+            request_id: crate::telemetry::request_id(),
             trace_id: trace.trace_id_hex().into(),
             traceparent: trace.header(),
         };
@@ -409,7 +442,6 @@ async fn drain(mut body: Incoming) {
 }
 
 struct GuestContext<'a> {
-    pattern: &'a RoutePattern,
     target: &'a Target,
     matched: &'a RouteMatch<'a>,
     client: SocketAddr,
@@ -422,6 +454,8 @@ struct GuestContext<'a> {
 fn guest_headers(parts: &mut http::request::Parts, cx: GuestContext) {
     let headers = &mut parts.headers;
     strip_host_headers(headers);
+    // The trace, request id and `spin-*` headers below, in one allocation.
+    headers.reserve(10 + cx.matched.params.len());
     if let Some(user) = cx.user.and_then(|u| HeaderValue::try_from(u).ok()) {
         headers.insert(USER_ID_HEADER, user);
     }
@@ -440,13 +474,12 @@ fn guest_headers(parts: &mut http::request::Parts, cx: GuestContext) {
         headers.insert(header::HOST, h);
     }
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let spin: [(&str, String); 7] = [
+    for (name, value) in &cx.target.route_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let spin: [(&str, String); 3] = [
         ("spin-full-url", format!("http://{host}{path_and_query}")),
         ("spin-path-info", cx.matched.path_info.to_owned()),
-        ("spin-matched-route", cx.pattern.to_string()),
-        ("spin-base-path", "/".to_owned()),
-        ("spin-raw-component-route", cx.target.raw_route.to_string()),
-        ("spin-component-route", cx.pattern.base()),
         ("spin-client-addr", cx.client.to_string()),
     ];
     for (name, value) in spin {

@@ -71,7 +71,10 @@ struct Shared {
 
 impl EmbeddedBus {
     pub async fn open(dir: &Path) -> anyhow::Result<EmbeddedBus> {
-        let pool = open_pool(&dir.join("bus.db"), 8).await?;
+        // One connection: every bus operation is a short write, and SQLite takes one writer
+        // at a time anyway. Queueing for the connection is FIFO and wakes at once; several
+        // connections contending for the write lock sleep in SQLite's busy handler.
+        let pool = open_pool(&dir.join("bus.db"), 1).await?;
         pool.execute(SCHEMA).await?;
         // Leases belong to the process that took them; whatever the last one held is due.
         sqlx::query("UPDATE deliveries SET leased_until = 0")

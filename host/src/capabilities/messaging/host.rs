@@ -82,7 +82,7 @@ pub struct MessagingSession {
     component: Arc<str>,
     publishes: Arc<[String]>,
     messaging: Option<Arc<Messaging>>,
-    traceparent: String,
+    traceparent: http::HeaderValue,
     outbox: Vec<Message>,
     relay: Option<Arc<Notify>>,
 }
@@ -92,7 +92,7 @@ impl MessagingSession {
         component: Arc<str>,
         publishes: Arc<[String]>,
         messaging: Option<Arc<Messaging>>,
-        traceparent: String,
+        traceparent: http::HeaderValue,
         relay: Option<Arc<Notify>>,
     ) -> MessagingSession {
         MessagingSession {
@@ -164,7 +164,7 @@ impl MessagingSession {
             id: uuid::Uuid::now_v7().to_string(),
             subject: msg.subject,
             body: msg.body,
-            traceparent: Some(self.traceparent.clone()),
+            traceparent: self.traceparent.to_str().ok().map(str::to_owned),
         });
         Ok(())
     }
@@ -192,7 +192,7 @@ impl MessagingSession {
             id: uuid::Uuid::now_v7().to_string(),
             subject: subject.clone(),
             body,
-            traceparent: Some(self.traceparent.clone()),
+            traceparent: self.traceparent.to_str().ok().map(str::to_owned),
         };
         // Spawned: the responder's invocation must run to its commit even once the reply
         // is in hand or the request has given up waiting.

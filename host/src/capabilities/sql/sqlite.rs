@@ -2,6 +2,7 @@
 //! per connection.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,12 +20,18 @@ use super::{Connection, Database, Rows, SqlError, Value};
 
 pub struct SqliteDatabase {
     pool: SqlitePool,
+    /// Held from `BEGIN IMMEDIATE` to its end. SQLite has one writer per file, and a writer
+    /// that finds the lock taken sleeps in SQLite's busy handler (1 ms, then 2, 5, 10…)
+    /// long after the lock is free; queueing here first hands the lock over in order, as
+    /// soon as it is released. This process is the file's only writer.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteDatabase {
     pub async fn open(path: &Path) -> anyhow::Result<SqliteDatabase> {
         Ok(SqliteDatabase {
             pool: open_pool(path, 16).await?,
+            writer: Default::default(),
         })
     }
 }
@@ -60,6 +67,8 @@ impl Database for SqliteDatabase {
         Ok(Box::new(SqliteConnection {
             conn,
             in_transaction: false,
+            writer: self.writer.clone(),
+            writing: None,
         }))
     }
 
@@ -77,6 +86,9 @@ struct SqliteConnection {
     conn: sqlx::pool::PoolConnection<Sqlite>,
     /// Set between `begin` and its end; the pool knows nothing of raw transactions.
     in_transaction: bool,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The database's write turn, held while this connection's transaction is open.
+    writing: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl SqliteConnection {
@@ -139,23 +151,29 @@ impl Connection for SqliteConnection {
     }
 
     async fn begin(&mut self) -> Result<(), SqlError> {
+        self.writing = Some(self.writer.clone().lock_owned().await);
         // Set before awaiting: if the invocation is cancelled while BEGIN waits for the
         // lock, the BEGIN still runs, and the connection must then be closed, not reused.
         self.in_transaction = true;
         let begun = self.run("BEGIN IMMEDIATE").await;
         self.in_transaction = begun.is_ok();
+        if begun.is_err() {
+            self.writing = None;
+        }
         begun
     }
 
     async fn commit(&mut self) -> Result<(), SqlError> {
         self.run("COMMIT").await?;
         self.in_transaction = false;
+        self.writing = None;
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<(), SqlError> {
         self.run("ROLLBACK").await?;
         self.in_transaction = false;
+        self.writing = None;
         Ok(())
     }
 }

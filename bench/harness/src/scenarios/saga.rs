@@ -1,0 +1,192 @@
+//! The order saga on the embedded bus: orders are placed as fast as `CLIENTS` clients can
+//! for the run's duration, then the harness waits until every one reads `confirmed`. Flows
+//! per second are orders confirmed ÷ time from the first order to the last confirmation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::user;
+use crate::Settings;
+use crate::report::{Better, Report, Table, number};
+use crate::tools::{Kit, step};
+
+const CLIENTS: usize = 16;
+/// How long the last orders may take to settle before the run counts them as lost.
+const SETTLE: Duration = Duration::from_secs(60);
+
+pub async fn run(
+    kit: &Kit,
+    settings: &Settings,
+    work: &tempfile::TempDir,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    step("saga: orders placed, paid and confirmed through the embedded bus");
+    let berth = super::berth(kit, work, "berth-saga", "spin.toml").await?;
+    let base = berth.server.url.clone();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let (_, token) = user(&client, &base, "saga@example.com").await?;
+    let order = json!({
+        "items": [{"productId": "book-1", "quantity": 1, "unitPriceCents": 1999}],
+        "currency": "USD",
+        "paymentMethodId": "pm_card_visa",
+        "shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}
+    });
+
+    let mut runs = Vec::new();
+    for round in 0..settings.rounds {
+        let run = one_round(&client, &base, &token, &order, settings.duration).await?;
+        eprintln!(
+            "    round {}: {} orders, {:.0} flows/s, {} not confirmed",
+            round + 1,
+            run.placed,
+            run.flows_per_second,
+            run.unconfirmed
+        );
+        runs.push(run);
+    }
+    let mut berth = berth.server;
+    berth.check_alive()?;
+    berth.stop().await;
+
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.flows_per_second).collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let lost: usize = runs.iter().map(|r| r.unconfirmed + r.refused).sum();
+    anyhow::ensure!(
+        lost == 0,
+        "{lost} orders were refused or never confirmed; see {}",
+        work.path().join("berth-saga.log").display()
+    );
+    report.goal(
+        "saga: complete order flows per second",
+        median,
+        Better::Higher,
+        500.0,
+        "flows/s",
+    );
+    report.tables.push(Table {
+        title: format!("saga: {CLIENTS} clients placing orders, embedded bus"),
+        columns: ["round", "orders", "flows/s", "last confirmed after s"]
+            .map(str::to_owned)
+            .to_vec(),
+        rows: runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                vec![
+                    (i + 1).to_string(),
+                    r.placed.to_string(),
+                    number(r.flows_per_second),
+                    number(r.elapsed_s),
+                ]
+            })
+            .collect(),
+    });
+    report.scenarios.insert("saga".into(), json!(runs));
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Round {
+    placed: usize,
+    refused: usize,
+    unconfirmed: usize,
+    elapsed_s: f64,
+    flows_per_second: f64,
+}
+
+async fn one_round(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    order: &Value,
+    duration: Duration,
+) -> anyhow::Result<Round> {
+    let started = Instant::now();
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, ids, refused) = (client.clone(), ids.clone(), refused.clone());
+        let (url, auth, order) = (
+            format!("{base}/api/v1/orders"),
+            format!("Bearer {token}"),
+            order.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            while started.elapsed() < duration {
+                let placed = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .json(&order)
+                    .send()
+                    .await;
+                let id = match placed {
+                    Ok(r) if r.status().as_u16() == 201 => r
+                        .json::<Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned)),
+                    _ => None,
+                };
+                match id {
+                    Some(id) => ids.lock().await.push(id),
+                    None => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.context("a client task panicked")?;
+    }
+    let mut pending = std::mem::take(&mut *ids.lock().await);
+    let placed = pending.len();
+    let mut last_confirmed = started.elapsed();
+    let settle_by = Instant::now() + SETTLE;
+    while !pending.is_empty() && Instant::now() < settle_by {
+        let mut still = Vec::new();
+        for chunk in pending.chunks(CLIENTS) {
+            let checks: Vec<_> = chunk
+                .iter()
+                .map(|id| {
+                    let request = client
+                        .get(format!("{base}/api/v1/orders/{id}"))
+                        .header("authorization", format!("Bearer {token}"));
+                    tokio::spawn(async move {
+                        let reply = request.send().await.ok()?.json::<Value>().await.ok()?;
+                        reply["status"].as_str().map(str::to_owned)
+                    })
+                })
+                .collect();
+            for (id, check) in chunk.iter().zip(checks) {
+                if check.await.ok().flatten().as_deref() != Some("confirmed") {
+                    still.push(id.clone());
+                }
+            }
+        }
+        if still.len() < pending.len() {
+            last_confirmed = started.elapsed();
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let elapsed_s = last_confirmed.as_secs_f64();
+    let confirmed = placed - pending.len();
+    Ok(Round {
+        placed,
+        refused: refused.load(std::sync::atomic::Ordering::Relaxed),
+        unconfirmed: pending.len(),
+        elapsed_s,
+        flows_per_second: confirmed as f64 / elapsed_s.max(1e-9),
+    })
+}
