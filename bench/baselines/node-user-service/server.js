@@ -14,7 +14,9 @@
 // gateway verifies with), DB_PATH (required, a SQLite file, created if missing),
 // TOKEN_TTL_SECONDS (3600 unless set). No request logging.
 
+const fs = require('node:fs');
 const crypto = require('node:crypto');
+const path = require('node:path');
 const argon2 = require('argon2');
 const Database = require('better-sqlite3');
 const express = require('express');
@@ -51,19 +53,15 @@ db.pragma('journal_mode = WAL');
 db.pragma('synchronous = NORMAL');
 db.pragma('foreign_keys = ON');
 db.pragma('busy_timeout = 5000');
-// migrations/user/0001_create_users.sql. Emails are stored lowercased, so UNIQUE makes
-// registration case-insensitive.
-db.exec(`
-  CREATE TABLE IF NOT EXISTS users (
-    id            TEXT PRIMARY KEY,
-    email         TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    first_name    TEXT NOT NULL,
-    last_name     TEXT NOT NULL,
-    created_at    TEXT NOT NULL,
-    updated_at    TEXT NOT NULL
-  )
-`);
+// The user service's own migrations, applied in order once each (tracked in user_version),
+// so both sides of the benchmark store users in the same schema.
+const MIGRATIONS = path.join(__dirname, '..', '..', '..', 'migrations', 'user');
+const migrations = fs.readdirSync(MIGRATIONS).filter((f) => f.endsWith('.sql')).sort();
+const applied = db.pragma('user_version', { simple: true });
+for (const file of migrations.slice(applied)) {
+  db.exec(fs.readFileSync(path.join(MIGRATIONS, file), 'utf8'));
+}
+db.pragma(`user_version = ${migrations.length}`);
 
 const USER_COLUMNS = 'id, email, first_name, last_name, created_at';
 const sql = {

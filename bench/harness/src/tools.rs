@@ -73,7 +73,7 @@ pub async fn prepare(root: &Path, settings: &Settings) -> anyhow::Result<Kit> {
         hello_wasm: wasm.join("bench_hello.wasm"),
         misbehave_wasm: wasm.join("misbehave.wasm"),
         wasmtime: wasmtime(root, settings.smoke).await,
-        node_service: node_service(root, settings.smoke).await,
+        node_service: node_service(root).await,
     })
 }
 
@@ -126,11 +126,8 @@ async fn cargo_build(
 /// `wasmtime` 48.0.8 from PATH or cargo's bin dir; installed with `cargo install` in a full
 /// run (about ten minutes), skipped in a smoke run.
 async fn wasmtime(root: &Path, smoke: bool) -> Result<PathBuf, String> {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin/wasmtime"));
-    let candidates = which("wasmtime").into_iter().chain(cargo_bin);
+    let installed = cargo_home().map(|home| home.join("bin/wasmtime"));
+    let candidates = which("wasmtime").into_iter().chain(installed.clone());
     for candidate in candidates {
         if version_of(&candidate)
             .await
@@ -161,24 +158,21 @@ async fn wasmtime(root: &Path, smoke: bool) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("`{install}` failed"));
     }
-    let installed = std::env::var_os("CARGO_HOME")
+    installed.ok_or_else(|| "cargo's bin directory is unknown (set CARGO_HOME)".to_owned())
+}
+
+/// Where `cargo install` puts binaries, under `bin/`.
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin/wasmtime"))
-        .ok_or("cargo's bin directory is unknown (set CARGO_HOME)")?;
-    Ok(installed)
 }
 
 /// The Node.js baseline with `npm ci` done (again when package-lock.json changed).
-async fn node_service(root: &Path, smoke: bool) -> Result<PathBuf, String> {
+async fn node_service(root: &Path) -> Result<PathBuf, String> {
     let dir = root.join("bench/baselines/node-user-service");
     if which("node").is_none() || which("npm").is_none() {
-        let why = "Node.js is not installed (`apt-get install -y nodejs npm`)".to_owned();
-        return if smoke {
-            Err(why)
-        } else {
-            Err(why + "; the real-endpoint baseline is skipped")
-        };
+        return Err("Node.js is not installed (`apt-get install -y nodejs npm`)".to_owned());
     }
     let lock = dir.join("package-lock.json");
     let installed = dir.join("node_modules/.package-lock.json");
