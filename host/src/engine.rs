@@ -119,7 +119,7 @@ impl Engine {
 
     /// Compiles `wasm`, or loads the artifact an earlier run left in the cache. Runs on a
     /// blocking thread: compiling takes seconds and must not stall the request workers.
-    pub async fn compile(&self, wasm: Arc<[u8]>) -> anyhow::Result<Compiled> {
+    pub async fn compile(&self, wasm: bytes::Bytes) -> anyhow::Result<Compiled> {
         let turn = self
             .compiling
             .clone()

@@ -30,6 +30,32 @@ use crate::state::InvocationState;
 
 /// How long a stopping host lets open requests finish.
 const DRAIN: Duration = Duration::from_secs(30);
+/// How often rate limits forget the keys whose buckets have refilled.
+const RATE_LIMIT_CLEANUP: Duration = Duration::from_secs(10);
+/// Descriptors the host keeps for itself beyond its connections: database files and pools,
+/// the bus, compiled artifacts, outbound calls.
+const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// The connection caps, lowered where the open-file limit could not hold them, so that a
+/// flood is refused by the cap and never by running out of descriptors.
+fn within_descriptors(
+    mut limits: crate::config::ConnectionLimits,
+    open_files: u64,
+) -> crate::config::ConnectionLimits {
+    let admin = limits.admin_max_connections as u64;
+    let room = open_files
+        .saturating_sub(RESERVED_DESCRIPTORS + admin)
+        .max(open_files / 4);
+    if limits.max_connections as u64 > room {
+        tracing::warn!(
+            configured = limits.max_connections,
+            open_file_limit = open_files,
+            "max_connections is lowered to {room} to stay within the open-file limit; raise the limit (ulimit -n, LimitNOFILE=) to allow more"
+        );
+        limits.max_connections = room as usize;
+    }
+    limits
+}
 
 /// Where the app and its state are.
 #[derive(Debug, Clone)]
@@ -40,6 +66,9 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Compiled components; defaults to `$BERTH_CACHE_DIR`, else `<data-dir>/cache`.
     pub cache_dir: Option<PathBuf>,
+    /// Database labels to start empty although the data dir held a file for them that is
+    /// now missing or empty (`berth up --fresh-database`).
+    pub fresh_databases: Vec<String>,
 }
 
 impl Options {
@@ -136,6 +165,7 @@ async fn open_backends(
     app: &App,
     runtime: &RuntimeConfig,
     data_dir: &Path,
+    fresh: &[String],
 ) -> anyhow::Result<(
     HashMap<String, Arc<dyn sql::Database>>,
     HashMap<String, Arc<dyn key_value::Store>>,
@@ -145,9 +175,15 @@ async fn open_backends(
     for component in app.components.values() {
         for label in &component.sqlite_databases {
             let config = runtime.sqlite_database.get(label);
-            let db = sql::build(label, config, runtime.dir(), data_dir)
-                .await
-                .with_context(|| format!("database `{label}` of component `{}`", component.id))?;
+            let db = sql::build(
+                label,
+                config,
+                runtime.dir(),
+                data_dir,
+                fresh.contains(label),
+            )
+            .await
+            .with_context(|| format!("database `{label}` of component `{}`", component.id))?;
             databases.insert(label.clone(), db);
         }
         for label in &component.key_value_stores {
@@ -200,16 +236,24 @@ async fn resolve_variables(
 }
 
 fn jwt_verifier(app: &App, values: &variables::Resolved) -> anyhow::Result<Option<JwtVerifier>> {
-    let Some(template) = &app.jwt_secret else {
+    let (Some(secret), Some(issuer)) = (&app.jwt_secret, &app.jwt_issuer) else {
         return Ok(None);
     };
-    let key = values.render(template);
+    let key = values.render(secret);
     anyhow::ensure!(
         key.len() >= 16,
         "[application.tool.berth] jwt_secret resolves to {} bytes; use at least 16 random bytes",
         key.len()
     );
-    Ok(Some(JwtVerifier::new(key.as_bytes())))
+    let issuer = values.render(issuer);
+    anyhow::ensure!(
+        !issuer.is_empty(),
+        "[application.tool.berth] jwt_issuer resolves to nothing; give the `iss` your tokens carry"
+    );
+    let audience = app.jwt_audience.as_ref().map(|a| values.render(a));
+    let verifier = JwtVerifier::new(key.as_bytes(), &issuer, audience.as_deref())
+        .context("[application.tool.berth] jwt_secret cannot be used as an HS256 key")?;
+    Ok(Some(verifier))
 }
 
 /// Loads every component; fails listing each component that did not load.
@@ -273,7 +317,17 @@ impl Host {
             .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
         let engine = Engine::new(options.cache_dir(&data_dir))?;
         let linker = crate::linker::build(engine.wasmtime())?;
-        let (databases, stores) = open_backends(&app, &runtime, &data_dir).await?;
+        for label in &options.fresh_databases {
+            anyhow::ensure!(
+                app.components
+                    .values()
+                    .any(|c| c.sqlite_databases.contains(label)),
+                "--fresh-database {label}: no component of {} has a database labelled `{label}`",
+                app.manifest_path.display()
+            );
+        }
+        let (databases, stores) =
+            open_backends(&app, &runtime, &data_dir, &options.fresh_databases).await?;
         let variables = resolve_variables(&app, &runtime, &data_dir, true).await?;
         let jwt = jwt_verifier(&app, &variables)?;
         let messaging = if app.components.values().any(|c| c.messaging.is_used()) {
@@ -295,11 +349,11 @@ impl Host {
         let registry = Arc::new(load_components(&app, &engine, &linker, &backends).await?);
         let metrics = Arc::new(crate::telemetry::Metrics::default());
         let gateway = Arc::new(Gateway::new(
+            &app,
             targets(&app, &registry),
             registry.clone(),
             engine.clone(),
             jwt,
-            app.max_request_bytes,
             metrics.clone(),
         ));
         let local: Arc<dyn LocalService> = gateway.clone();
@@ -314,10 +368,15 @@ impl Host {
         }
         let app = Arc::new(app);
         let admin_token = admin_token(&data_dir)?;
-        let databases = backends
-            .databases
-            .iter()
-            .map(|(label, db)| (label.clone(), db.clone()))
+        let databases = app
+            .components
+            .values()
+            .flat_map(|c| {
+                c.sqlite_databases.iter().filter_map(|label| {
+                    let db = backends.databases.get(label)?.clone();
+                    Some((c.id.clone(), label.clone(), db))
+                })
+            })
             .collect();
         let control = Arc::new(Control::new(
             app.clone(),
@@ -340,6 +399,7 @@ impl Host {
             bus.clone(),
             serving_app,
             control.clone(),
+            &data_dir,
         ));
         Ok(Host {
             app,
@@ -391,6 +451,8 @@ impl Host {
         admin: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let limits = within_descriptors(self.app.connections, server::raise_descriptor_limit());
+        let metrics = self.control.metrics.clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopped_admin = stopped.clone();
         // Relays and consumers stop only after the servers have drained, so events committed
@@ -399,6 +461,19 @@ impl Host {
         let mut background = tokio::task::JoinSet::new();
         for work in self.messaging_tasks().await {
             background.spawn(work(background_stopped.clone()));
+        }
+        if !self.gateway.rate_limits.is_empty() {
+            let limits = self.gateway.rate_limits.clone();
+            let mut stop = background_stopped.clone();
+            background.spawn(async move {
+                let mut every = tokio::time::interval(RATE_LIMIT_CLEANUP);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => limits.forget_idle(),
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            });
         }
         let signal = async move {
             shutdown.await;
@@ -409,8 +484,22 @@ impl Host {
         };
         tokio::join!(
             signal,
-            server::serve(public, self.gateway, wait(stopped), DRAIN),
-            server::serve(admin, self.admin, wait(stopped_admin), DRAIN),
+            server::serve(
+                public,
+                self.gateway,
+                server::Bounds::public(&limits),
+                metrics.public_connections.clone(),
+                wait(stopped),
+                DRAIN
+            ),
+            server::serve(
+                admin,
+                self.admin,
+                server::Bounds::admin(&limits),
+                metrics.admin_connections.clone(),
+                wait(stopped_admin),
+                DRAIN
+            ),
         );
         let _ = stop_background.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), background.join_all()).await;

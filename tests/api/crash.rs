@@ -1,21 +1,12 @@
 //! The host killed with SIGKILL in the middle of a burst of orders, then started again on
 //! the same data: every order still ends in a terminal state and no order is charged twice.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::helpers::*;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn up(data_dir: &std::path::Path, port: u16, admin: u16) -> Process {
     let mut command = berth_command();
@@ -35,7 +26,7 @@ async fn up(data_dir: &std::path::Path, port: u16, admin: u16) -> Process {
         .spawn()
         .expect("start berth up");
     wait_until_ready(admin).await;
-    Process(child)
+    Process::new(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,8 +97,7 @@ async fn killed_mid_burst(data: tempfile::TempDir) {
     });
     let burst: Vec<_> = burst.collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    host.0.kill().expect("SIGKILL the host");
-    host.0.wait().unwrap();
+    host.kill();
     let mut acknowledged = Vec::new();
     for task in burst {
         acknowledged.extend(task.await.unwrap());

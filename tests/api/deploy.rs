@@ -372,3 +372,95 @@ async fn the_cli_deploys_promotes_and_rolls_back() {
     let (ok, out) = run(&["deploy", "bystander", "/nonexistent.wasm"]);
     assert!(!ok && out.contains("cannot read"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_shares_outside_1_to_99_are_refused_by_the_api_and_the_cli() {
+    let app = spawn(SANDBOX).await;
+    let serving = app.serving().await;
+    for share in ["0", "100", "101", "-1", "10.5", "ten", ""] {
+        let reply = app
+            .deploy("bystander", misbehave(), &format!("?canary={share}"))
+            .await;
+        assert_eq!(reply.status, 400, "canary={share}: {}", reply.text);
+        assert_eq!(reply.error_code(), "BAD_CANARY");
+        assert!(reply.text.contains("from 1 to 99"), "{}", reply.text);
+    }
+    assert_eq!(app.serving().await, serving);
+    let file = app.data_dir.path().join("v.wasm");
+    std::fs::write(&file, misbehave()).unwrap();
+    for share in ["0", "100"] {
+        let output = berth_command()
+            .args([
+                "deploy",
+                "bystander",
+                file.to_str().unwrap(),
+                "--canary",
+                share,
+            ])
+            .args(["--admin", &app.admin, "--token", &app.admin_token])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "--canary {share} was accepted");
+        assert!(err.contains("from 1 to 99"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_limit_is_413_declared_or_streamed_and_nothing_changes() {
+    let app = spawn(LIMITS).await;
+    let before = app.admin_get("/admin/v1/components").await;
+    // max_upload_bytes = 2 MiB in tests/apps/limits.toml.
+    let big = vec![0u8; 3 * 1024 * 1024];
+    let declared = app.deploy("worker", big.clone(), "").await;
+    assert_eq!(declared.status, 413, "{}", declared.text);
+    assert_eq!(declared.error_code(), "UPLOAD_TOO_LARGE");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let streamed = Reply::from(
+        app.client
+            .post(format!("{}/admin/v1/components/worker/versions", app.admin))
+            .bearer_auth(&app.admin_token)
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(streamed.status, 413, "{}", streamed.text);
+    assert_eq!(
+        before.json,
+        app.admin_get("/admin/v1/components").await.json
+    );
+    let uploads = app.data_dir.path().join("deployments/uploads");
+    let left: Vec<_> = std::fs::read_dir(&uploads)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "refused uploads left files behind: {left:?}"
+    );
+    let fits = app.deploy("worker", misbehave_variant(11), "").await;
+    assert_eq!(fits.status, 201, "{}", fits.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_stalls_is_408_after_the_upload_timeout() {
+    let app = spawn(LIMITS).await;
+    let token = format!("authorization: Bearer {}", app.admin_token);
+    let mut request = http_request(
+        "POST",
+        "/admin/v1/components/worker/versions",
+        &[&token],
+        b"",
+    );
+    // Declare a megabyte, send a few bytes, then nothing.
+    let text = String::from_utf8(request.clone()).unwrap();
+    request = text
+        .replace("content-length: 0", "content-length: 1000000")
+        .into_bytes();
+    request.extend_from_slice(b"\0asm");
+    let reply = raw_request(&app.admin, &request, Duration::from_secs(15)).await;
+    assert_eq!(reply.status(), Some(408), "{}", reply.text);
+    assert!(reply.text.contains("UPLOAD_TIMEOUT"), "{}", reply.text);
+}

@@ -230,6 +230,7 @@ subscriptions = ["order.created"]
         runtime_config: None,
         data_dir: Some(dir.path().join("data")),
         cache_dir: Some(cache_dir()),
+        fresh_databases: Vec::new(),
     };
     let error = match berth::host::Host::load(&options).await {
         Ok(_) => panic!("a subscriber without a handler loaded"),

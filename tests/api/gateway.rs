@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::helpers::*;
@@ -177,4 +179,55 @@ async fn the_admin_listener_answers_health_and_readiness_and_guards_the_rest() {
     assert_eq!(wrong.status, 401);
     let token_file = std::fs::read_to_string(app.data_dir.path().join("admin-token")).unwrap();
     assert_eq!(token_file.trim(), app.admin_token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_another_issuer_or_for_another_audience_are_refused() {
+    let app = spawn_shop().await;
+    let user = app.user().await;
+    let path = format!("/api/v1/users/{}", user.id);
+    let key = app.jwt_secret();
+    let exp = unix_now() + 600;
+    for (claims, why) in [
+        (
+            json!({"sub": user.id, "exp": exp, "iss": "someone-else"}),
+            "another issuer",
+        ),
+        (
+            json!({"sub": user.id, "exp": exp, "iss": null}),
+            "no issuer",
+        ),
+        (
+            json!({"sub": user.id, "exp": exp, "aud": "billing"}),
+            "an audience the app does not check",
+        ),
+    ] {
+        let token = sign_jwt(key.as_bytes(), &claims);
+        let reply = app.get(&path, Some(&token)).await;
+        assert_eq!(reply.status, 401, "{why}: {}", reply.text);
+        assert_eq!(reply.error_code(), "TOKEN_INVALID", "{why}");
+    }
+    let own = sign_jwt(key.as_bytes(), &json!({"sub": user.id, "exp": exp}));
+    assert_eq!(app.get(&path, Some(&own)).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_with_an_ambiguous_spelling_is_refused_before_routing() {
+    let app = spawn_shop().await;
+    for path in [
+        "/api/v1/users//login",
+        "/api/v1//users/login",
+        "/api/v1/users/./login",
+        "/api/v1/users/x/../login",
+        "/api/v1/users%2Flogin",
+    ] {
+        let reply = raw_request(
+            &app.base,
+            &http_request("POST", path, &["content-type: application/json"], b"{}"),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(reply.status(), Some(400), "{path}: {}", reply.text);
+        assert!(reply.text.contains("BAD_PATH"), "{}", reply.text);
+    }
 }

@@ -18,12 +18,13 @@ pub fn repo(path: &str) -> PathBuf {
 pub const SHOP: &str = "spin.toml";
 pub const SANDBOX: &str = "tests/apps/sandbox.toml";
 pub const EVENTS: &str = "tests/apps/events.toml";
+pub const LIMITS: &str = "tests/apps/limits.toml";
 
 /// Builds the components of both test apps once per test run, through `berth build`.
 pub fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for manifest in [SHOP, SANDBOX, EVENTS] {
+        for manifest in [SHOP, SANDBOX, EVENTS, LIMITS] {
             let output = berth_command()
                 .args(["build", "--manifest"])
                 .arg(repo(manifest))
@@ -44,6 +45,67 @@ pub fn berth_command() -> Command {
         .env("BERTH_CACHE_DIR", cache_dir())
         .env_remove("BERTH_ADMIN_TOKEN");
     command
+}
+
+/// `berth up` on `manifest` and `data_dir`, on 127.0.0.1 at the given ports, logging
+/// warnings and errors to a pipe on stderr for the test to read.
+pub fn berth_up(manifest: &str, data_dir: &Path, port: u16, admin: u16) -> Command {
+    let mut command = berth_command();
+    command
+        .args(["up", "--manifest"])
+        .arg(repo(manifest))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("BERTH_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// A process a test started, killed when the test ends however it ends. A piped stderr is
+/// read as it comes, so a chatty process never blocks on a full pipe.
+pub struct Process {
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Process {
+    pub fn new(mut child: std::process::Child) -> Process {
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        });
+        Process { child, stderr }
+    }
+
+    /// Sends it SIGKILL and waits until it is gone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the process");
+        self.child.wait().expect("wait for the killed process");
+    }
+
+    /// Kills it and returns what it wrote to a piped stderr.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Compiled components are shared by every test, as a long-lived host would keep them.
@@ -103,8 +165,14 @@ pub async fn spawn_with(
         runtime_config,
         data_dir: Some(data_dir.path().to_owned()),
         cache_dir: Some(cache_dir()),
+        fresh_databases: Vec::new(),
     };
     let host = Host::load(&options).await.expect("the host loads");
+    serve_loaded(host, data_dir).await
+}
+
+/// Serves a loaded host on port 0 until the returned app is stopped or dropped.
+pub async fn serve_loaded(host: Host, data_dir: TempDir) -> TestApp {
     let admin_token = host.admin_token.clone();
     let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
     let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
@@ -289,11 +357,23 @@ pub fn order_body(quantity: i64) -> Value {
     })
 }
 
-/// Signs a JWT as a token issuer with `secret` would.
+/// The `iss` the shop's tokens carry (`jwt_issuer` in spin.toml).
+pub const SHOP_ISSUER: &str = "berth-user";
+
+/// Signs a JWT as the shop's user service with `secret` would: `claims` with the shop's `iss`
+/// unless they name one (`"iss": null` leaves it out).
 pub fn sign_jwt(secret: &[u8], claims: &Value) -> String {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use hmac::Mac as _;
+    let mut claims = claims.clone();
+    match claims.get("iss") {
+        None => claims["iss"] = json!(SHOP_ISSUER),
+        Some(Value::Null) => {
+            claims.as_object_mut().map(|c| c.remove("iss"));
+        }
+        Some(_) => {}
+    }
     let signed = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
@@ -463,10 +543,15 @@ pub async fn saga_payment(app: &TestApp, user: &User, order_id: &str) -> String 
     .await
 }
 
-/// Waits until a `berth up` process answers `/readyz` on its admin port.
+/// Waits until a `berth up` process answers `/readyz` on its admin port with 200.
 pub async fn wait_until_ready(admin: u16) {
+    readyz_answer(admin, true).await;
+}
+
+/// The first answer of a `berth up` process's `/readyz` (the first 200 if `until_ready`).
+pub async fn readyz_answer(admin: u16, until_ready: bool) -> Reply {
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(60), "berth up is ready", || {
+    eventually(Duration::from_secs(60), "berth up answers /readyz", || {
         let client = client.clone();
         async move {
             let r = client
@@ -474,10 +559,11 @@ pub async fn wait_until_ready(admin: u16) {
                 .send()
                 .await
                 .ok()?;
-            r.status().is_success().then_some(())
+            let reply = Reply::from(r).await;
+            (!until_ready || reply.status == 200).then_some(reply)
         }
     })
-    .await;
+    .await
 }
 
 /// A port on 127.0.0.1 that was free a moment ago, for servers started as processes.
@@ -498,4 +584,97 @@ pub fn misbehave_variant(n: u32) -> Vec<u8> {
     wasm.extend_from_slice(name);
     wasm.extend_from_slice(&n.to_le_bytes());
     wasm
+}
+
+/// What came back on a raw connection: everything the server sent, and whether it closed.
+pub struct Raw {
+    pub text: String,
+    pub closed: bool,
+}
+
+impl Raw {
+    /// The status of the first response, if one arrived.
+    pub fn status(&self) -> Option<u16> {
+        self.text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+}
+
+/// Reads what a server sends on `stream` until it closes it or `wait` passes.
+pub async fn read_raw(stream: &mut tokio::net::TcpStream, wait: Duration) -> Raw {
+    use tokio::io::AsyncReadExt as _;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => bytes.extend_from_slice(&chunk[..n]),
+            Err(_) => break false,
+        }
+    };
+    Raw {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        closed,
+    }
+}
+
+/// Sends `request` as written, byte for byte (no client library normalises the path), on a
+/// new connection to `base` (`http://host:port`), and reads until the server closes or `wait`
+/// passes.
+pub async fn raw_request(base: &str, request: &[u8], wait: Duration) -> Raw {
+    use tokio::io::AsyncWriteExt as _;
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    // A server that answers early and closes may refuse the rest; the answer still counts.
+    let _ = stream.write_all(request).await;
+    read_raw(&mut stream, wait).await
+}
+
+/// A complete HTTP/1.1 request closing its connection: `method path`, extra header lines,
+/// and a body.
+pub fn http_request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+impl TestApp {
+    /// The status of the admin listener's `/readyz`, which must answer within 5 s.
+    pub async fn readyz(&self) -> u16 {
+        self.client
+            .get(format!("{}/readyz", self.admin))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("the admin listener answers /readyz within 5 s")
+            .status()
+            .as_u16()
+    }
+
+    /// One metric's value from `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
 }

@@ -1,6 +1,8 @@
 //! Integration tests: the real host with the real components, driven over HTTP.
 
+mod admin_paths;
 mod cli;
+mod connections;
 mod crash;
 mod deploy;
 mod events;
@@ -10,6 +12,9 @@ mod lifecycle;
 mod openapi;
 mod orders;
 mod payments;
+mod rate_limits;
+mod readiness;
 mod saga;
 mod sandbox;
+mod schemathesis;
 mod users;

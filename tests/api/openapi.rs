@@ -74,6 +74,7 @@ impl Spec {
             errors.join("\n"),
             reply.text
         );
+        self.check_headers(method, path, &key, &response, reply);
         assert!(
             !reply.header("x-request-id").is_empty(),
             "{method} {path}: no x-request-id"
@@ -83,6 +84,31 @@ impl Spec {
             "{method} {path}: no traceparent"
         );
         self.seen.insert((path.to_owned(), method.to_owned(), key));
+    }
+
+    /// The headers the response documents: the required ones sent, each sent one of its
+    /// schema (`integer` is all the schema uses for headers).
+    fn check_headers(&self, method: &str, path: &str, key: &str, response: &Value, reply: &Reply) {
+        let Some(headers) = response["headers"].as_object() else {
+            return;
+        };
+        for (name, header) in headers {
+            let header = self.resolve(header);
+            let value = reply.header(name);
+            if value.is_empty() {
+                assert!(
+                    header["required"] != true,
+                    "{method} {path} {key}: the documented header {name} is missing"
+                );
+                continue;
+            }
+            if header["schema"]["type"] == "integer" {
+                assert!(
+                    value.parse::<u64>().is_ok(),
+                    "{method} {path} {key}: {name}: {value} is not an integer"
+                );
+            }
+        }
     }
 
     /// Every operation and explicitly documented status must have been produced.
@@ -129,21 +155,24 @@ async fn the_running_host_matches_openapi_yaml() {
         register,
         &app.post(register, None, &json!({"email": "x"})).await,
     );
-    let not_json = Reply::from(
-        app.client
-            .post(app.url(register))
-            .header("content-type", "text/plain")
-            .body("hi")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    spec.check("post", register, &not_json);
+    // An address beyond ASCII (RFC 6531) comes back as the `idn-email` it is.
+    let unicode = app
+        .register("Jos\u{e9}@example.com", "a good password")
+        .await;
+    assert_eq!(unicode.status, 201, "{}", unicode.text);
+    spec.check("post", register, &unicode);
+    spec.check("post", register, &not_json_to(&app, register).await);
 
     let logged_in = app.login(email, "a good password").await;
     spec.check("post", login, &logged_in);
     spec.check("post", login, &app.login(email, "wrong password").await);
+    spec.check(
+        "post",
+        login,
+        &app.login("spec\u{200b}@example.com", "a good password")
+            .await,
+    );
+    spec.check("post", login, &not_json_to(&app, login).await);
     let token = logged_in.json["token"].as_str().unwrap().to_owned();
     let me = logged_in.json["user"]["id"].as_str().unwrap().to_owned();
     let other = app.user().await;
@@ -182,7 +211,35 @@ async fn the_running_host_matches_openapi_yaml() {
         user_path,
         &patch(Some(token.clone()), json!({"lastName": ""})).await,
     );
+    spec.check(
+        "patch",
+        user_path,
+        &patch(Some(token.clone()), json!({"lastName": null})).await,
+    );
     spec.check("patch", user_path, &patch(None, json!({})).await);
+    spec.check(
+        "patch",
+        user_path,
+        &app.send_json(
+            Method::PATCH,
+            &format!("/api/v1/users/{ghost}"),
+            Some(&ghost_token),
+            &json!({}),
+        )
+        .await,
+    );
+    let not_json_patch = Reply::from(
+        app.client
+            .patch(app.url(&mine))
+            .bearer_auth(&token)
+            .header("content-type", "text/plain")
+            .body("hi")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    spec.check("patch", user_path, &not_json_patch);
     spec.check(
         "patch",
         user_path,
@@ -212,6 +269,18 @@ async fn the_running_host_matches_openapi_yaml() {
         orders,
         &app.post(orders, None, &order_body(1)).await,
     );
+    let not_json_order = Reply::from(
+        app.client
+            .post(app.url(orders))
+            .bearer_auth(&token)
+            .header("content-type", "text/plain")
+            .body("hi")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    spec.check("post", orders, &not_json_order);
     app.create_order(&user, 2).await;
     let page = app.get("/api/v1/orders?limit=1", Some(&token)).await;
     assert!(page.json["nextCursor"].is_string());
@@ -315,5 +384,40 @@ async fn the_running_host_matches_openapi_yaml() {
         &app.get("/api/v1/payments/x/y/z", Some(&token)).await,
     );
 
+    // Last, as they lock this client out of logging in and registering for a while: the
+    // gateway's limits (spin.toml) answer 429 with Retry-After and RateLimit-*.
+    for (operation, body) in [
+        (login, json!({"email": email, "password": "still wrong"})),
+        (register, json!({})),
+    ] {
+        let limited = rate_limited(&app, operation, &body).await;
+        spec.check("post", operation, &limited);
+    }
+
     spec.assert_all_seen();
+}
+
+/// A POST of plain text where JSON is expected.
+async fn not_json_to(app: &TestApp, path: &str) -> Reply {
+    Reply::from(
+        app.client
+            .post(app.url(path))
+            .header("content-type", "text/plain")
+            .body("hi")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// The first 429 that posting `body` to `path` again and again gets, within 200 tries.
+async fn rate_limited(app: &TestApp, path: &str, body: &Value) -> Reply {
+    for _ in 0..200 {
+        let reply = app.post(path, None, body).await;
+        if reply.status == 429 {
+            return reply;
+        }
+    }
+    panic!("200 quick POSTs to {path} were never answered 429");
 }

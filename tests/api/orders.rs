@@ -210,3 +210,73 @@ async fn a_pending_order_can_be_cancelled_once() {
     assert_eq!(again.status, 409);
     assert_eq!(again.error_code(), "ORDER_NOT_CANCELLABLE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_currency_outside_iso_4217_is_refused() {
+    let app = spawn_shop().await;
+    let user = app.user().await;
+    // Made up, withdrawn (the kuna), "no currency", mixed case, padded.
+    for currency in ["ABC", "HRK", "XXX", "Usd", " USD", "US$"] {
+        let mut body = order_body(1);
+        body["currency"] = json!(currency);
+        let reply = app.post("/api/v1/orders", Some(&user.token), &body).await;
+        assert_eq!(reply.status, 400, "{currency:?}: {}", reply.text);
+        assert_eq!(reply.error_code(), "VALIDATION_FAILED");
+        assert_eq!(reply.error_fields(), ["currency"], "{currency:?}");
+    }
+    // Current codes, and lower case as Stripe writes them, stored in capitals.
+    for (currency, stored) in [("JPY", "JPY"), ("XCG", "XCG"), ("eur", "EUR")] {
+        let mut body = order_body(1);
+        body["currency"] = json!(currency);
+        let reply = app.post("/api/v1/orders", Some(&user.token), &body).await;
+        assert_eq!(reply.status, 201, "{currency:?}: {}", reply.text);
+        assert_eq!(reply.json["currency"], stored);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quantity_of_1_0_is_the_integer_1() {
+    let app = spawn_shop().await;
+    let user = app.user().await;
+    let mut body = order_body(1);
+    body["items"][0]["quantity"] = json!(1.0);
+    body["items"][1]["unitPriceCents"] = json!(2.5e2);
+    let reply = app.post("/api/v1/orders", Some(&user.token), &body).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.json["items"][0]["quantity"], 1);
+    assert!(reply.json["items"][0]["quantity"].is_i64());
+    assert_eq!(reply.json["totalCents"], 1999 + 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_characters_in_an_order_are_refused_naming_each_field() {
+    let app = spawn_shop().await;
+    let user = app.user().await;
+    let reply = app
+        .post(
+            "/api/v1/orders",
+            Some(&user.token),
+            &json!({
+                "items": [{"productId": "book\u{200b}", "quantity": 1, "unitPriceCents": 100}],
+                "currency": "USD",
+                "paymentMethodId": "",
+                "shippingAddress": {"street": "1 Main\nSt", "city": "\u{202e}dleifgnirpS",
+                                    "state": "IL", "zipCode": "62701\u{feff}", "country": "U\u{0}S"}
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(
+        reply.error_fields(),
+        [
+            "items[0].productId",
+            "paymentMethodId",
+            "shippingAddress.street",
+            "shippingAddress.city",
+            "shippingAddress.zipCode",
+            "shippingAddress.country"
+        ]
+    );
+    let listed = app.get("/api/v1/orders", Some(&user.token)).await;
+    assert_eq!(listed.json["orders"], json!([]), "nothing was stored");
+}

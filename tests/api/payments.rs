@@ -76,3 +76,19 @@ async fn a_payment_is_visible_to_its_owner_only() {
         .await;
     assert_eq!(their_list.json["payments"], serde_json::json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_is_charged_in_the_orders_iso_currency() {
+    let app = spawn_shop().await;
+    let user = app.user().await;
+    let mut body = order_body(1);
+    body["currency"] = serde_json::json!("eur");
+    let order = app.post("/api/v1/orders", Some(&user.token), &body).await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    let order_id = order.json["id"].as_str().unwrap();
+    app.order_reaches(&user, order_id, "confirmed").await;
+    let payments = app.payments_of(&user, order_id).await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["currency"], "EUR");
+    assert_eq!(payments[0]["status"], "succeeded");
+}

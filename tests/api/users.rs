@@ -271,3 +271,141 @@ async fn wrong_methods_get_405_with_allow() {
     assert_eq!(reply.error_code(), "METHOD_NOT_ALLOWED");
     assert_eq!(reply.header("allow"), "POST");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_with_a_zero_width_space_is_refused() {
+    let app = spawn_shop().await;
+    for email in [
+        "ada\u{200b}@example.com",
+        "\u{feff}ada@example.com",
+        "ada@exam\u{200e}ple.com",
+        "ada@example.com\n",
+    ] {
+        let reply = app.register(email, "a long passphrase").await;
+        assert_eq!(reply.status, 400, "{email:?}: {}", reply.text);
+        assert_eq!(reply.error_code(), "VALIDATION_FAILED");
+        assert_eq!(reply.error_fields(), ["email"], "{email:?}");
+        assert!(
+            reply.json["error"]["details"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("U+")),
+            "the message names the character: {}",
+            reply.text
+        );
+        // Login says the same instead of a puzzling "wrong email or password".
+        let login = app.login(email, "a long passphrase").await;
+        assert_eq!(login.status, 400, "{email:?}: {}", login.text);
+        assert_eq!(login.error_fields(), ["email"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_control_or_invisible_characters_are_refused() {
+    let app = spawn_shop().await;
+    let reply = app
+        .post(
+            "/api/v1/users/register",
+            None,
+            &json!({"email": "eve@example.com", "password": "a long passphrase",
+                    "firstName": "Eve\u{202e}", "lastName": "Ada\u{0}"}),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.error_fields(), ["firstName", "lastName"]);
+
+    let user = app.user().await;
+    let path = format!("/api/v1/users/{}", user.id);
+    for name in [
+        "Ada\u{200b}",
+        "\u{2066}Ada\u{2069}",
+        "Ada\tLovelace",
+        "Ada\u{2028}",
+    ] {
+        let reply = app
+            .send_json(
+                Method::PATCH,
+                &path,
+                Some(&user.token),
+                &json!({"lastName": name}),
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{name:?}: {}", reply.text);
+        assert_eq!(reply.error_fields(), ["lastName"]);
+    }
+    let read = app.get(&path, Some(&user.token)).await;
+    assert_eq!(read.json["lastName"], "Lovelace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_finds_the_account_whatever_the_case_or_composition_of_the_email() {
+    let app = spawn_shop().await;
+    // "José" with a precomposed é, registered in mixed case.
+    let registered = app
+        .register("Jos\u{e9}.Ada@Example.COM", "a long passphrase")
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    assert_eq!(
+        registered.json["user"]["email"],
+        "jos\u{e9}.ada@example.com"
+    );
+    // Typed again as e + combining acute accent, in other cases, with spaces around.
+    for typed in [
+        "jose\u{301}.ada@example.com",
+        "  JOS\u{c9}.ADA@EXAMPLE.COM ",
+        "jos\u{e9}.ada@example.com",
+    ] {
+        let login = app.login(typed, "a long passphrase").await;
+        assert_eq!(login.status, 200, "{typed:?}: {}", login.text);
+        assert_eq!(login.json["user"]["id"], registered.json["user"]["id"]);
+    }
+    let again = app
+        .register("JOSE\u{301}.ada@example.com", "another passphrase")
+        .await;
+    assert_eq!(again.status, 409, "{}", again.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_name_in_a_profile_update_is_refused_not_ignored() {
+    let app = spawn_shop().await;
+    let user = app.user().await;
+    let path = format!("/api/v1/users/{}", user.id);
+    let reply = app
+        .send_json(
+            Method::PATCH,
+            &path,
+            Some(&user.token),
+            &json!({"firstName": "Augusta", "lastName": null}),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.error_code(), "VALIDATION_FAILED");
+    assert_eq!(reply.error_fields(), ["lastName"]);
+    let read = app.get(&path, Some(&user.token)).await;
+    assert_eq!(read.json["firstName"], "Ada", "nothing was changed");
+
+    let nothing = app
+        .send_json(Method::PATCH, &path, Some(&user.token), &json!({}))
+        .await;
+    assert_eq!(nothing.status, 200, "{}", nothing.text);
+    assert_eq!(nothing.json["lastName"], "Lovelace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_as_an_array_is_refused() {
+    let app = spawn_shop().await;
+    for (path, body) in [
+        (
+            "/api/v1/users/register",
+            json!(["ann@example.com", "a long passphrase", "Ann", "Lee"]),
+        ),
+        (
+            "/api/v1/users/login",
+            json!(["ann@example.com", "a long passphrase"]),
+        ),
+    ] {
+        let reply = app.post(path, None, &body).await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text);
+        assert_eq!(reply.error_fields(), ["body"]);
+        assert!(reply.text.contains("JSON object"), "{}", reply.text);
+    }
+}

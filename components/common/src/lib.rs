@@ -1,14 +1,17 @@
 //! What every berth service shares: the request context the gateway hands over, the JSON
-//! error shape of the public API, body parsing, validation, SQL helpers, time and ids.
+//! error shape of the public API, body parsing, validation (ISO 4217 currencies, text without
+//! invisible characters, emails), SQL helpers, time and ids.
 
+pub mod currency;
 pub mod db;
 mod error;
 pub mod events;
 mod request;
+pub mod text;
 pub mod validate;
 
 pub use error::{ApiError, ApiResult, FieldError};
-pub use request::{Ctx, json, parse_json, segments};
+pub use request::{Ctx, Object, json, parse_json, segments};
 
 use spin_sdk::http::{Request, Response};
 

@@ -1,7 +1,7 @@
 //! What the gateway tells a service about a request, and JSON in and out.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use spin_sdk::http::{Request, Response};
 
 use crate::error::{ApiError, FieldError};
@@ -52,8 +52,8 @@ pub fn json<T: Serialize + ?Sized>(status: u16, body: &T) -> Response {
         .build()
 }
 
-/// Parses a JSON request body: 415 when it is not JSON, 400 with the offending field when
-/// it does not fit.
+/// Parses a JSON request body, an object ([`Object`]): 415 when it is not JSON, 400 with the
+/// offending field when it does not fit.
 pub fn parse_json<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     let content_type = request
         .header("content-type")
@@ -75,7 +75,7 @@ pub fn parse_json<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError>
         )
     };
     let mut de = serde_json::Deserializer::from_slice(request.body());
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let Object(value) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
         if !inner.is_data() {
@@ -87,13 +87,97 @@ pub fn parse_json<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError>
             field
         };
         let message = inner.to_string();
-        let message = message
+        let mut message = message
             .split(" at line ")
             .next()
             .unwrap_or(&message)
             .to_owned();
+        // "expected struct NewAddress" names a type of this service, not of the API.
+        if let Some(at) = message.find("expected struct ") {
+            message.replace_range(at.., "expected a JSON object");
+        }
         ApiError::validation(vec![FieldError { field, message }])
     })?;
     de.end().map_err(invalid)?;
     Ok(value)
+}
+
+/// A struct read from a JSON object only. serde's derive also reads a struct from an array
+/// of its fields in order (`["ada@example.com", "pw", "Ada", "L"]` as a registration), which
+/// the API does not allow: use `Object<T>` for every struct-typed field of a request body.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(MapOnly(deserializer)).map(Object)
+    }
+}
+
+/// Hands a struct's visitor to `deserialize_map`, which takes `{…}` and refuses `[…]`.
+struct MapOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for MapOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        a: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        inner: Option<Object<Inner>>,
+        list: Option<Vec<Object<Inner>>>,
+    }
+
+    fn read(json: &str) -> Result<Outer, String> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize::<_, Object<Outer>>(&mut de)
+            .map(|o| o.0)
+            .map_err(|e| e.path().to_string())
+    }
+
+    #[test]
+    fn structs_are_read_from_objects() {
+        let outer = read(r#"{"inner":{"a":"x"},"list":[{"a":"y"}]}"#).unwrap();
+        assert_eq!(outer.inner.unwrap().0.a, "x");
+        assert_eq!(outer.list.unwrap()[0].0.a, "y");
+    }
+
+    #[test]
+    fn a_struct_sent_as_an_array_is_refused_at_its_path() {
+        assert_eq!(read(r#"[null, null]"#).unwrap_err(), ".");
+        assert_eq!(read(r#"{"inner":["x"]}"#).unwrap_err(), "inner");
+        assert_eq!(
+            read(r#"{"list":[{"a":"y"},["z"]]}"#).unwrap_err(),
+            "list[1]"
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! Orders as the API shows them, as the client sends them, and as rows.
 
-use common::ApiError;
 use common::db::{int, int_column, text, text_column};
-use common::validate::Validator;
+use common::validate::{Validator, WholeNumber};
+use common::{ApiError, Object};
 use serde::{Deserialize, Serialize};
 use spin_sdk::sqlite::{Row, Value};
 
@@ -15,18 +15,18 @@ const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewOrder {
-    items: Option<Vec<NewItem>>,
+    items: Option<Vec<Object<NewItem>>>,
     currency: Option<String>,
     payment_method_id: Option<String>,
-    shipping_address: Option<NewAddress>,
+    shipping_address: Option<Object<NewAddress>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewItem {
     product_id: Option<String>,
-    quantity: Option<i64>,
-    unit_price_cents: Option<i64>,
+    quantity: Option<WholeNumber>,
+    unit_price_cents: Option<WholeNumber>,
 }
 
 #[derive(Deserialize)]
@@ -77,18 +77,16 @@ impl NewOrder {
             &format!("must hold 1 to {MAX_ITEMS} items"),
         );
         let mut items = Vec::new();
-        for (i, item) in new_items.into_iter().enumerate() {
+        for (i, Object(item)) in new_items.into_iter().enumerate() {
             let at = |field: &str| format!("items[{i}].{field}");
-            let product_id = v
-                .text(&item.product_id, &at("productId"), 1, 100)
-                .to_owned();
-            let quantity = item.quantity.unwrap_or(0);
+            let product_id = v.text(&item.product_id, &at("productId"), 1, 100);
+            let quantity = whole(item.quantity);
             v.check(
                 (1..=MAX_QUANTITY).contains(&quantity),
                 &at("quantity"),
                 &format!("must be a whole number from 1 to {MAX_QUANTITY}"),
             );
-            let unit_price_cents = item.unit_price_cents.unwrap_or(-1);
+            let unit_price_cents = whole(item.unit_price_cents);
             v.check(
                 (0..=MAX_UNIT_PRICE_CENTS).contains(&unit_price_cents),
                 &at("unitPriceCents"),
@@ -100,32 +98,21 @@ impl NewOrder {
                 unit_price_cents,
             });
         }
-        let currency = self
-            .currency
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_uppercase();
+        let currency = self.currency.as_deref().and_then(common::currency::parse);
         v.check(
-            currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()),
+            currency.is_some(),
             "currency",
-            "must be a three-letter ISO 4217 code such as USD",
+            "must be a current ISO 4217 currency code such as USD or EUR",
         );
-        let payment_method_id = v
-            .text(&self.payment_method_id, "paymentMethodId", 1, 255)
-            .to_owned();
+        let currency = currency.unwrap_or_default();
+        let payment_method_id = v.text(&self.payment_method_id, "paymentMethodId", 1, 255);
         let shipping_address = match self.shipping_address {
-            Some(a) => Address {
-                street: v
-                    .text(&a.street, "shippingAddress.street", 1, 200)
-                    .to_owned(),
-                city: v.text(&a.city, "shippingAddress.city", 1, 100).to_owned(),
-                state: v.text(&a.state, "shippingAddress.state", 1, 100).to_owned(),
-                zip_code: v
-                    .text(&a.zip_code, "shippingAddress.zipCode", 1, 20)
-                    .to_owned(),
-                country: v
-                    .text(&a.country, "shippingAddress.country", 2, 100)
-                    .to_owned(),
+            Some(Object(a)) => Address {
+                street: v.text(&a.street, "shippingAddress.street", 1, 200),
+                city: v.text(&a.city, "shippingAddress.city", 1, 100),
+                state: v.text(&a.state, "shippingAddress.state", 1, 100),
+                zip_code: v.text(&a.zip_code, "shippingAddress.zipCode", 1, 20),
+                country: v.text(&a.country, "shippingAddress.country", 2, 100),
             },
             None => {
                 v.check(false, "shippingAddress", "is required");
@@ -156,6 +143,11 @@ impl NewOrder {
             total_cents,
         })
     }
+}
+
+/// A missing, fractional or out-of-range number as -1, which no range below includes.
+fn whole(n: Option<WholeNumber>) -> i64 {
+    n.and_then(|n| n.0).unwrap_or(-1)
 }
 
 /// `Order` of the public API.
@@ -240,7 +232,10 @@ mod tests {
     use super::*;
 
     fn order(json: &str) -> Result<ValidOrder, ApiError> {
-        serde_json::from_str::<NewOrder>(json).unwrap().validate()
+        serde_json::from_str::<Object<NewOrder>>(json)
+            .unwrap()
+            .0
+            .validate()
     }
 
     const ADDRESS: &str = r#""shippingAddress":{"street":"1 Main St","city":"Springfield","state":"IL","zipCode":"62701","country":"US"}"#;
@@ -282,5 +277,76 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(err.details[0].field, "items");
+    }
+
+    fn fields(err: &ApiError) -> Vec<&str> {
+        err.details.iter().map(|d| d.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_quantity_written_as_1_0_is_the_whole_number_1() {
+        let valid = order(&format!(
+            r#"{{"items":[{{"productId":"a","quantity":1.0,"unitPriceCents":2.5e2}}],"currency":"EUR","paymentMethodId":"pm_card_visa",{ADDRESS}}}"#
+        ))
+        .unwrap();
+        assert_eq!(valid.items[0].quantity, 1);
+        assert_eq!(valid.total_cents, 250);
+    }
+
+    #[test]
+    fn a_fractional_or_huge_quantity_is_refused_with_the_others() {
+        let err = order(&format!(
+            r#"{{"items":[{{"productId":"a","quantity":1.5,"unitPriceCents":1}},{{"productId":"b","quantity":1e30,"unitPriceCents":1}}],"currency":"EUR","paymentMethodId":"pm",{ADDRESS}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(fields(&err), ["items[0].quantity", "items[1].quantity"]);
+    }
+
+    #[test]
+    fn a_currency_outside_iso_4217_is_refused() {
+        for currency in ["ABC", "XXX", "HRK", "Usd", " USD", "US"] {
+            let err = order(&format!(
+                r#"{{"items":[{{"productId":"a","quantity":1,"unitPriceCents":1}}],"currency":"{currency}","paymentMethodId":"pm",{ADDRESS}}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(fields(&err), ["currency"], "{currency}");
+        }
+    }
+
+    #[test]
+    fn invisible_characters_in_ids_and_the_address_are_refused() {
+        let err = order(
+            r#"{"items":[{"productId":"book\u200b","quantity":1,"unitPriceCents":1}],"currency":"EUR","paymentMethodId":"pm_card_visa\u0000","shippingAddress":{"street":"1 Main\nSt","city":"\u202eSpringfield","state":"IL","zipCode":"62701\ufeff","country":"US"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "items[0].productId",
+                "paymentMethodId",
+                "shippingAddress.street",
+                "shippingAddress.city",
+                "shippingAddress.zipCode"
+            ]
+        );
+        assert!(
+            err.details[0].message.contains("U+200B"),
+            "{:?}",
+            err.details
+        );
+    }
+
+    #[test]
+    fn an_item_or_address_sent_as_an_array_is_refused() {
+        for json in [
+            r#"{"items":[["a",1,1]]}"#,
+            r#"{"shippingAddress":["1 Main St","Springfield","IL","62701","US"]}"#,
+            r#"[[{"productId":"a","quantity":1,"unitPriceCents":1}],"EUR","pm",null]"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Object<NewOrder>>(json).is_err(),
+                "{json}"
+            );
+        }
     }
 }

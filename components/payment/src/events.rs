@@ -2,7 +2,7 @@
 //!
 //! | subject in | effect | subject out |
 //! |---|---|---|
-//! | `order.created` | charge through the provider, record the payment | `payment.succeeded` or `payment.failed` |
+//! | `order.created` | charge through the provider (never in a currency outside ISO 4217), record the payment | `payment.succeeded` or `payment.failed` |
 //! | `order.cancelled` | refund a succeeded charge, or mark the order so no later charge survives | `payment.refunded` when a charge is refunded |
 //!
 //! Idempotent by order id: one payment row per order (`UNIQUE`), provider calls keyed by
@@ -150,13 +150,16 @@ fn order_created(order: OrderCreated) -> Result<(), ApiError> {
     if payment_for(&db, &order.order_id)?.is_some() || is_cancelled(&db, &order.order_id)? {
         return Ok(());
     }
-    let charge = provider::charge(
-        &order.order_id,
-        order.total_cents,
-        &order.currency,
-        &order.payment_method_id,
-    )
-    .map_err(provider_unavailable)?;
+    let charge = match declined_before_charging(&order.currency) {
+        Some(declined) => declined,
+        None => provider::charge(
+            &order.order_id,
+            order.total_cents,
+            &order.currency,
+            &order.payment_method_id,
+        )
+        .map_err(provider_unavailable)?,
+    };
     let (status, provider_ref, reason) = match &charge {
         Charge::Succeeded { provider_ref } => ("succeeded", Some(provider_ref.as_str()), None),
         Charge::Declined { reason } => ("failed", None, Some(reason.as_str())),
@@ -206,6 +209,16 @@ fn order_created(order: OrderCreated) -> Result<(), ApiError> {
     })
 }
 
+/// The decline of an order the provider must not see. The order service takes only ISO 4217
+/// codes, but an `order.created` published before it did may still be on its way.
+fn declined_before_charging(currency: &str) -> Option<Charge> {
+    (!common::currency::is_chargeable(currency)).then(|| Charge::Declined {
+        reason: format!(
+            "currency_not_supported: {currency:?} is not a current ISO 4217 currency code"
+        ),
+    })
+}
+
 fn order_cancelled(cancelled: OrderCancelled) -> Result<(), ApiError> {
     let db = Db::open(DATABASE)?;
     let order_id = cancelled.order_id.as_str();
@@ -224,5 +237,25 @@ fn order_cancelled(cancelled: OrderCancelled) -> Result<(), ApiError> {
                 _ => Ok(()),
             }
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_in_a_currency_outside_iso_4217_is_declined_without_a_charge() {
+        for currency in ["ABC", "XXX", "HRK", "usd", ""] {
+            match declined_before_charging(currency) {
+                Some(Charge::Declined { reason }) => {
+                    assert!(reason.starts_with("currency_not_supported"), "{reason}")
+                }
+                _ => panic!("{currency:?} would be charged"),
+            }
+        }
+        for currency in ["USD", "EUR", "JPY"] {
+            assert!(declined_before_charging(currency).is_none(), "{currency}");
+        }
     }
 }

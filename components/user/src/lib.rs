@@ -9,14 +9,20 @@
 //! | `PATCH /api/v1/users/{id}` | change first and last name |
 //!
 //! Registering publishes `user.created`.
+//!
+//! An email is stored and looked up trimmed, in Unicode NFC and lower case, the local part
+//! too ([`common::text::normalize_email`]): `Ada@Example.com` and `ada@example.com` are one
+//! account. Names and emails holding invisible characters are refused. Rows written before
+//! these rules are not migrated; registration and login also look for an email in the form
+//! those rows have (trimmed and lowercased, without NFC).
 
 mod events;
 mod password;
 mod token;
 
 use common::db::{Db, DbError, text, text_column};
-use common::validate::{Validator, is_email};
-use common::{ApiError, ApiResult, Ctx, json, parse_json, segments};
+use common::validate::{Validator, is_email, not_null};
+use common::{ApiError, ApiResult, Ctx, FieldError, json, parse_json, segments};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
@@ -75,21 +81,33 @@ struct Registration {
     last_name: Option<String>,
 }
 
+/// Checks a registration's email; returns its stored form ([`common::text::normalize_email`]).
+fn registration_email(v: &mut Validator, email: &Option<String>) -> String {
+    let Some(raw) = email else {
+        v.check(false, "email", "is required");
+        return String::new();
+    };
+    match common::text::normalize_email(raw) {
+        Ok(email) => {
+            // The address as sent, which is what `format: idn-email` judges too.
+            v.check(
+                is_email(raw),
+                "email",
+                "must be an email address such as ada@example.com, without spaces around it",
+            );
+            email
+        }
+        Err(problem) => {
+            v.check(false, "email", &problem);
+            String::new()
+        }
+    }
+}
+
 fn register(request: &Request) -> ApiResult {
     let body: Registration = parse_json(request)?;
     let mut v = Validator::default();
-    let email = body
-        .email
-        .as_deref()
-        .unwrap_or_default()
-        .trim()
-        .to_lowercase();
-    v.check(body.email.is_some(), "email", "is required");
-    v.check(
-        body.email.is_none() || is_email(&email),
-        "email",
-        "must be an email address",
-    );
+    let email = registration_email(&mut v, &body.email);
     let password = body.password.as_deref().unwrap_or_default();
     v.check(body.password.is_some(), "password", "is required");
     v.check(
@@ -97,8 +115,8 @@ fn register(request: &Request) -> ApiResult {
         "password",
         "must be 8 to 256 characters",
     );
-    let first_name = v.text(&body.first_name, "firstName", 1, 100).to_owned();
-    let last_name = v.text(&body.last_name, "lastName", 1, 100).to_owned();
+    let first_name = v.text(&body.first_name, "firstName", 1, 100);
+    let last_name = v.text(&body.last_name, "lastName", 1, 100);
     v.finish()?;
 
     let user = User {
@@ -110,6 +128,24 @@ fn register(request: &Request) -> ApiResult {
     };
     let hash = password::hash(password)?;
     let db = Db::open(DATABASE)?;
+    let exists = || {
+        ApiError::new(
+            409,
+            "USER_EXISTS",
+            "a user with this email already exists; log in instead",
+        )
+    };
+    // A row written before emails were NFC-normalised keys the same address differently.
+    let legacy = common::text::legacy_email_key(body.email.as_deref().unwrap_or_default());
+    if legacy != user.email
+        && db
+            .query("SELECT 1 FROM users WHERE email = ?", &[text(&legacy)])?
+            .rows()
+            .next()
+            .is_some()
+    {
+        return Err(exists());
+    }
     match db.try_query(
         "INSERT INTO users (id, email, password_hash, first_name, last_name, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -127,11 +163,7 @@ fn register(request: &Request) -> ApiResult {
             events::user_created(&user)?;
             Ok(json(201, &serde_json::json!({ "user": user })))
         }
-        Err(DbError::Conflict) => Err(ApiError::new(
-            409,
-            "USER_EXISTS",
-            "a user with this email already exists",
-        )),
+        Err(DbError::Conflict) => Err(exists()),
         Err(DbError::Other(e)) => Err(e),
     }
 }
@@ -143,12 +175,24 @@ struct Login {
     password: String,
 }
 
+/// Looks the email up in its normalised form, so `Ada@Example.com` logs in to the account
+/// registered as `ada@example.com`, and then in the form rows written before NFC have.
 fn login(request: &Request) -> ApiResult {
     let body: Login = parse_json(request)?;
+    let email = common::text::normalize_email(&body.email).map_err(|problem| {
+        ApiError::validation(vec![FieldError {
+            field: "email".into(),
+            message: problem,
+        }])
+    })?;
+    let legacy = common::text::legacy_email_key(&body.email);
     let db = Db::open(DATABASE)?;
     let rows = db.query(
-        &format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?"),
-        &[text(body.email.trim().to_lowercase())],
+        &format!(
+            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email IN (?, ?)
+             ORDER BY email = ? DESC LIMIT 1"
+        ),
+        &[text(&email), text(&legacy), text(&email)],
     )?;
     let found = rows.rows().next();
     let stored_hash = found.as_ref().and_then(|r| r.get::<&str>("password_hash"));
@@ -199,10 +243,13 @@ fn get_profile(ctx: &Ctx, id: &str) -> ApiResult {
     Ok(json(200, &user))
 }
 
+/// Both names optional; `null` is refused, not read as "unchanged".
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ProfileUpdate {
+    #[serde(default, deserialize_with = "not_null")]
     first_name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     last_name: Option<String>,
 }
 
@@ -213,11 +260,11 @@ fn update_profile(request: &Request, ctx: &Ctx, id: &str) -> ApiResult {
     let first_name = body
         .first_name
         .is_some()
-        .then(|| v.text(&body.first_name, "firstName", 1, 100).to_owned());
+        .then(|| v.text(&body.first_name, "firstName", 1, 100));
     let last_name = body
         .last_name
         .is_some()
-        .then(|| v.text(&body.last_name, "lastName", 1, 100).to_owned());
+        .then(|| v.text(&body.last_name, "lastName", 1, 100));
     v.finish()?;
     let db = Db::open(DATABASE)?;
     let user = load_user(&db, id)?;

@@ -80,6 +80,7 @@ impl ManifestArgs {
             runtime_config: self.runtime_config.clone(),
             data_dir: self.data_dir.clone(),
             cache_dir: None,
+            fresh_databases: Vec::new(),
         }
     }
 }
@@ -100,6 +101,10 @@ struct UpArgs {
     /// Rebuild and redeploy a component when files matching its `build.watch` globs change.
     #[arg(long)]
     watch: bool,
+    /// Start this database empty although the data dir held a file for it that is now
+    /// missing or empty (berth refuses to start otherwise). Repeat for several labels.
+    #[arg(long, value_name = "LABEL")]
+    fresh_database: Vec<String>,
 }
 
 #[derive(Args)]
@@ -147,8 +152,9 @@ struct DeployArgs {
     component: String,
     /// The new version: a wasm32-wasip2 component.
     file: PathBuf,
-    /// Send only this percentage of the component's traffic to it (1–99).
-    #[arg(long, value_name = "PCT")]
+    /// Send only this percentage of the component's traffic to it (1–99); without it the
+    /// new version takes all traffic.
+    #[arg(long, value_name = "PCT", value_parser = canary_percent)]
     canary: Option<u32>,
     #[command(flatten)]
     admin: AdminArgs,
@@ -160,6 +166,22 @@ struct ComponentArgs {
     component: String,
     #[command(flatten)]
     admin: AdminArgs,
+}
+
+/// `--canary`: the same rule the host applies (`CANARY_PERCENT`).
+fn canary_percent(value: &str) -> Result<u32, String> {
+    let range = berth::control::deploy::CANARY_PERCENT;
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|p| range.contains(p))
+        .ok_or_else(|| {
+            format!(
+                "give a whole percentage from {} to {}; leave out --canary to send all traffic to the new version",
+                range.start(),
+                range.end()
+            )
+        })
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

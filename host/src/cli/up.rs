@@ -10,7 +10,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let app = berth::config::App::load(&args.app.manifest)?;
         tokio::task::spawn_blocking(move || super::build::run(&app, &[])).await??;
     }
-    let host = berth::host::Host::load(&args.app.options()).await?;
+    let options = berth::host::Options {
+        fresh_databases: args.fresh_database.clone(),
+        ..args.app.options()
+    };
+    let host = berth::host::Host::load(&options).await?;
     let public = TcpListener::bind(args.listen).await.with_context(|| {
         format!(
             "cannot listen on {}: is something else using it? choose another with --listen",

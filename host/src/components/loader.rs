@@ -61,9 +61,9 @@ pub struct Prepared {
 }
 
 /// Reads the file named by `source` in the manifest.
-pub fn read_source(config: &ComponentConfig) -> Result<Arc<[u8]>, LoadError> {
+pub fn read_source(config: &ComponentConfig) -> Result<bytes::Bytes, LoadError> {
     std::fs::read(&config.source)
-        .map(Arc::from)
+        .map(bytes::Bytes::from)
         .map_err(|source| LoadError::Missing {
             path: config.source.clone(),
             source,
@@ -75,7 +75,7 @@ pub async fn prepare(
     engine: &Engine,
     linker: &Linker<InvocationState>,
     config: &ComponentConfig,
-    wasm: Arc<[u8]>,
+    wasm: bytes::Bytes,
 ) -> Result<Prepared, LoadError> {
     if !wasmtime::wasmparser::Parser::is_component(&wasm) {
         return Err(LoadError::NotAComponent(

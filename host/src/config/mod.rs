@@ -7,7 +7,10 @@ pub mod runtime_config;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::capabilities::http_inbound::cors::Cors;
+use crate::capabilities::http_inbound::rate_limit;
 use crate::capabilities::http_inbound::router::RoutePattern;
 use crate::capabilities::http_outbound::AllowedHosts;
 use crate::capabilities::messaging::subject;
@@ -52,7 +55,42 @@ pub struct App {
     pub routes: Vec<Route>,
     pub components: BTreeMap<String, ComponentConfig>,
     pub jwt_secret: Option<Template>,
+    /// The `iss` every bearer token must carry; required with `jwt_secret`.
+    pub jwt_issuer: Option<Template>,
+    /// The `aud` every bearer token must carry, when set.
+    pub jwt_audience: Option<Template>,
     pub max_request_bytes: u64,
+    pub connections: ConnectionLimits,
+    pub rate_limits: Vec<rate_limit::Policy>,
+    pub cors: Option<Cors>,
+}
+
+/// How every connection of both listeners is bounded (`[application.tool.berth.connections]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub admin_max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub upload_timeout: Duration,
+    pub max_upload_bytes: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: berth::DEFAULT_MAX_CONNECTIONS,
+            admin_max_connections: berth::DEFAULT_ADMIN_MAX_CONNECTIONS,
+            header_timeout: Duration::from_millis(berth::DEFAULT_HEADER_TIMEOUT_MS),
+            body_timeout: Duration::from_millis(berth::DEFAULT_BODY_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(berth::DEFAULT_IDLE_TIMEOUT_MS),
+            max_header_bytes: berth::DEFAULT_MAX_HEADER_BYTES,
+            upload_timeout: Duration::from_millis(berth::DEFAULT_UPLOAD_TIMEOUT_MS),
+            max_upload_bytes: berth::DEFAULT_MAX_UPLOAD_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +117,8 @@ pub struct ComponentConfig {
     pub messaging: Messaging,
     /// A route leads to it, so it must export `wasi:http/incoming-handler`.
     pub serves_http: bool,
+    /// Shares of its concurrency reserved to some of its routes: (routes, slots).
+    pub route_concurrency: Vec<(Vec<RoutePattern>, u32)>,
 }
 
 /// A component's part in the events between components.
@@ -162,7 +202,10 @@ fn validate(m: Manifest, manifest_path: &Path, dir: PathBuf, problems: &mut Vec<
         problems,
     };
     check.application();
-    let jwt_secret = check.jwt_secret();
+    let (jwt_secret, jwt_issuer, jwt_audience) = check.jwt();
+    let connections = check.connections();
+    let rate_limits = check.rate_limits();
+    let cors = check.cors();
     check.label_owners();
     let mut components: BTreeMap<String, ComponentConfig> = m
         .component
@@ -201,6 +244,11 @@ fn validate(m: Manifest, manifest_path: &Path, dir: PathBuf, problems: &mut Vec<
         routes,
         components,
         jwt_secret,
+        jwt_issuer,
+        jwt_audience,
+        connections,
+        rate_limits,
+        cors,
         max_request_bytes: m
             .application
             .tool
@@ -267,20 +315,126 @@ impl Checker<'_> {
         }
     }
 
-    fn jwt_secret(&mut self) -> Option<Template> {
-        let settings = &self.m.application.tool.berth;
-        let jwt_secret = settings.jwt_secret.as_deref().and_then(|t| {
-            Template::parse(t)
+    /// `jwt_secret`, `jwt_issuer` and `jwt_audience`: templates of app variables.
+    fn jwt(&mut self) -> (Option<Template>, Option<Template>, Option<Template>) {
+        let m = self.m;
+        let settings = &m.application.tool.berth;
+        let mut template = |key: &str, value: &Option<String>| {
+            let t = Template::parse(value.as_deref()?)
                 .map_err(|e| {
                     self.problems
-                        .push(format!("[application.tool.berth] jwt_secret: {e}"))
+                        .push(format!("[application.tool.berth] {key}: {e}"))
                 })
-                .ok()
-        });
-        if let Some(t) = &jwt_secret {
-            self.known_variables(t, "[application.tool.berth] jwt_secret");
+                .ok()?;
+            self.known_variables(&t, &format!("[application.tool.berth] {key}"));
+            Some(t)
+        };
+        let secret = template("jwt_secret", &settings.jwt_secret);
+        let issuer = template("jwt_issuer", &settings.jwt_issuer);
+        let audience = template("jwt_audience", &settings.jwt_audience);
+        if settings.jwt_secret.is_some() && settings.jwt_issuer.is_none() {
+            self.problems.push(
+                "[application.tool.berth] jwt_secret needs jwt_issuer: the `iss` your token issuer writes (the shop's user service writes \"berth-user\"), so tokens minted by anything else with the same key are refused".to_owned(),
+            );
         }
-        jwt_secret
+        if settings.jwt_secret.is_none()
+            && (settings.jwt_issuer.is_some() || settings.jwt_audience.is_some())
+        {
+            self.problems.push(
+                "[application.tool.berth] jwt_issuer and jwt_audience only mean something with jwt_secret".to_owned(),
+            );
+        }
+        (secret, issuer, audience)
+    }
+
+    /// `[application.tool.berth.connections]`, with defaults and sane ranges.
+    fn connections(&mut self) -> ConnectionLimits {
+        let m = self.m;
+        let s = &m.application.tool.berth.connections;
+        let d = ConnectionLimits::default();
+        let mut positive = |key: &str, value: Option<u64>, default: u64| {
+            let value = value.unwrap_or(default);
+            if value == 0 {
+                self.problems.push(format!(
+                    "[application.tool.berth.connections] {key} = 0: use 1 or more"
+                ));
+            }
+            value
+        };
+        let ms = |d: Duration| d.as_millis() as u64;
+        let limits = ConnectionLimits {
+            max_connections: positive(
+                "max_connections",
+                s.max_connections.map(|n| n as u64),
+                d.max_connections as u64,
+            ) as usize,
+            admin_max_connections: positive(
+                "admin_max_connections",
+                s.admin_max_connections.map(|n| n as u64),
+                d.admin_max_connections as u64,
+            ) as usize,
+            header_timeout: Duration::from_millis(positive(
+                "header_timeout_ms",
+                s.header_timeout_ms,
+                ms(d.header_timeout),
+            )),
+            body_timeout: Duration::from_millis(positive(
+                "body_timeout_ms",
+                s.body_timeout_ms,
+                ms(d.body_timeout),
+            )),
+            idle_timeout: Duration::from_millis(positive(
+                "idle_timeout_ms",
+                s.idle_timeout_ms,
+                ms(d.idle_timeout),
+            )),
+            max_header_bytes: s.max_header_bytes.unwrap_or(d.max_header_bytes),
+            upload_timeout: Duration::from_millis(positive(
+                "upload_timeout_ms",
+                s.upload_timeout_ms,
+                ms(d.upload_timeout),
+            )),
+            max_upload_bytes: positive("max_upload_bytes", s.max_upload_bytes, d.max_upload_bytes),
+        };
+        if limits.max_header_bytes < berth::MIN_MAX_HEADER_BYTES {
+            self.problems.push(format!(
+                "[application.tool.berth.connections] max_header_bytes = {}: use {} or more",
+                limits.max_header_bytes,
+                berth::MIN_MAX_HEADER_BYTES
+            ));
+        }
+        limits
+    }
+
+    fn rate_limits(&mut self) -> Vec<rate_limit::Policy> {
+        let m = self.m;
+        let settings = &m.application.tool.berth.rate_limits;
+        let mut policies = Vec::new();
+        for (i, s) in settings.iter().enumerate() {
+            match rate_limit::Policy::from_settings(s) {
+                Ok(p) => policies.push(p),
+                Err(problems) => self.problems.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("[[application.tool.berth.rate_limits]] #{}: {p}", i + 1)),
+                ),
+            }
+        }
+        policies
+    }
+
+    fn cors(&mut self) -> Option<Cors> {
+        let m = self.m;
+        let settings = m.application.tool.berth.cors.as_ref()?;
+        Cors::from_settings(settings)
+            .map_err(|problems| {
+                self.problems.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("[application.tool.berth.cors] {p}")),
+                )
+            })
+            .ok()
     }
 
     /// A database or store label belongs to one component (invariant 1).
@@ -388,6 +542,7 @@ impl Checker<'_> {
             subscriptions,
             consumer_group,
             max_delivery_attempts,
+            route_concurrency,
         } = c.tool.berth.clone();
         let memory_limit_mb = memory_limit_mb.unwrap_or(berth::DEFAULT_MEMORY_LIMIT_MB);
         if memory_limit_mb == 0 || memory_limit_mb > berth::MAX_MEMORY_LIMIT_MB {
@@ -460,6 +615,32 @@ impl Checker<'_> {
                 "{at} publishes or subscribes to events, which needs a database for its outbox and inbox: add `sqlite_databases = [\"{id}\"]`"
             ));
         }
+        let route_concurrency = route_concurrency
+            .iter()
+            .enumerate()
+            .map(|(i, share)| {
+                let at = format!("{at} tool.berth.route_concurrency #{}", i + 1);
+                if share.max_concurrency == 0 || share.max_concurrency > max_concurrency {
+                    self.problems.push(format!(
+                        "{at}: max_concurrency = {} must be 1 to the component's max_concurrency ({max_concurrency})",
+                        share.max_concurrency
+                    ));
+                }
+                if share.routes.is_empty() {
+                    self.problems.push(format!("{at}: name the routes it applies to"));
+                }
+                let routes: Vec<RoutePattern> = share
+                    .routes
+                    .iter()
+                    .filter_map(|r| {
+                        RoutePattern::parse(r)
+                            .map_err(|e| self.problems.push(format!("{at}: {e}")))
+                            .ok()
+                    })
+                    .collect();
+                (routes, share.max_concurrency)
+            })
+            .collect();
         let build = c.build.clone();
         if let Some(b) = &build
             && b.command.as_slice().iter().all(|c| c.trim().is_empty())
@@ -486,6 +667,7 @@ impl Checker<'_> {
             migrations,
             messaging,
             serves_http: false,
+            route_concurrency,
         }
     }
 
@@ -703,6 +885,16 @@ mod tests {
             base = "/"
             [application.tool.berth]
             jwt_secret = "{{{{ key }}}}"
+            jwt_issuer = "shop"
+            [application.tool.berth.connections]
+            max_connections = 500
+            body_timeout_ms = 1500
+            [[application.tool.berth.rate_limits]]
+            routes = ["/api/login"]
+            limit_by = "json:email"
+            minute = 5
+            [application.tool.berth.cors]
+            allow_origins = ["https://shop.example"]
             [application.tool.other-tool]
             anything = 1
             [variables]
@@ -727,6 +919,9 @@ mod tests {
             auth = "jwt"
             public_routes = ["/api/health"]
             timeout_ms = 250
+            [[component.api.tool.berth.route_concurrency]]
+            routes = ["/api/login"]
+            max_concurrency = 2
             [component.worker]
             source = "../worker/worker.wasm"
             "#
@@ -747,7 +942,56 @@ mod tests {
         assert_eq!(api.limits.max_concurrency, berth::DEFAULT_MAX_CONCURRENCY);
         assert_eq!(api.build.as_ref().unwrap().command.as_slice().len(), 2);
         assert_eq!(app.max_request_bytes, 1 << 20);
-        assert!(app.jwt_secret.is_some());
+        assert!(app.jwt_secret.is_some() && app.jwt_issuer.is_some());
+        assert_eq!(app.connections.max_connections, 500);
+        assert_eq!(
+            app.connections.body_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(
+            app.connections.idle_timeout,
+            ConnectionLimits::default().idle_timeout
+        );
+        assert_eq!(app.rate_limits.len(), 1);
+        assert!(app.cors.is_some());
+        assert_eq!(api.route_concurrency.len(), 1);
+        assert_eq!(api.route_concurrency[0].1, 2);
+    }
+
+    #[test]
+    fn gateway_settings_out_of_range_are_named() {
+        let err = problems(&format!(
+            r#"{HEADER}
+            [application.tool.berth]
+            jwt_secret = "static-secret-of-enough-bytes"
+            [application.tool.berth.connections]
+            idle_timeout_ms = 0
+            max_header_bytes = 1024
+            [[application.tool.berth.rate_limits]]
+            limit_by = "cookie"
+            second = 1
+            [application.tool.berth.cors]
+            allow_origins = ["*"]
+            allow_credentials = true
+            [component.a]
+            source = "a.wasm"
+            [component.a.tool.berth]
+            max_concurrency = 4
+            [[component.a.tool.berth.route_concurrency]]
+            routes = ["/a"]
+            max_concurrency = 5
+            "#
+        ));
+        for expected in [
+            "jwt_secret needs jwt_issuer",
+            "idle_timeout_ms = 0",
+            "max_header_bytes = 1024",
+            "rate_limits]] #1: limit_by = \"cookie\"",
+            "browsers refuse it",
+            "route_concurrency #1: max_concurrency = 5",
+        ] {
+            assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The admin listener: `/healthz` and `/readyz` for orchestrators (open), everything under
-//! `/admin/` behind `Authorization: Bearer <admin token>`:
+//! The admin listener. Deny by default: `GET /healthz`, `GET /readyz` and `GET /metrics`,
+//! matched exactly, are open; every other request must carry `Authorization: Bearer <admin
+//! token>` before anything looks at its path, and is then routed only if its path is spelled
+//! exactly (no `//`, `.` segments, percent-encoding or trailing `/`).
 //!
 //! | route | |
 //! |---|---|
@@ -10,46 +12,59 @@
 //! | `GET /admin/v1/dead-letters` | messages that exhausted their delivery attempts |
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+use tokio::io::AsyncWriteExt as _;
 
+use crate::capabilities::http_inbound::body::{self, BodyError, drain};
 use crate::capabilities::http_inbound::server::Handler;
-use crate::capabilities::http_inbound::{ApiError, Body, json};
+use crate::capabilities::http_inbound::{ApiError, Body, json, path};
 use crate::capabilities::messaging::Bus;
 use crate::capabilities::sql;
 use crate::components::loader::LoadError;
 use crate::config::App;
-use crate::control::deploy::{Control, ControlError, MAX_UPLOAD_BYTES};
+use crate::control::deploy::{CANARY_PERCENT, Control, ControlError};
 
 pub struct Admin {
     /// sha256 of the token: compared in constant time, never kept in the clear.
     token_digest: [u8; 32],
-    /// Every database the app uses, for `/readyz`.
-    databases: Vec<(String, Arc<dyn sql::Database>)>,
+    /// Every database the app uses, with its component and label, for `/readyz`.
+    databases: Vec<(String, String, Arc<dyn sql::Database>)>,
     /// The message bus, when a component publishes or subscribes.
     bus: Option<Arc<dyn Bus>>,
     /// The app as last (re)loaded: routes change with a manifest reload.
     app: Arc<arc_swap::ArcSwap<App>>,
     control: Arc<Control>,
+    /// Where deploy uploads are received, a frame at a time, before they are compiled.
+    uploads: PathBuf,
 }
 
 impl Admin {
     pub fn new(
         token: &str,
-        databases: Vec<(String, Arc<dyn sql::Database>)>,
+        databases: Vec<(String, String, Arc<dyn sql::Database>)>,
         bus: Option<Arc<dyn Bus>>,
         app: Arc<arc_swap::ArcSwap<App>>,
         control: Arc<Control>,
+        data_dir: &std::path::Path,
     ) -> Admin {
+        let uploads = data_dir.join("deployments").join("uploads");
+        // Uploads a crash interrupted are of no use to anyone.
+        let _ = std::fs::remove_dir_all(&uploads);
         Admin {
             token_digest: Sha256::digest(token.as_bytes()).into(),
             databases,
             bus,
             app,
             control,
+            uploads,
         }
     }
 
@@ -106,19 +121,18 @@ impl Admin {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        // Comparing digests keeps the time independent of where the bytes differ.
-        digest
-            .iter()
-            .zip(self.token_digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        // Comparing digests, in constant time, keeps the time independent of the token.
+        digest.ct_eq(&self.token_digest).into()
     }
 
     async fn readiness(&self) -> Response<Body> {
         let mut reasons = Vec::new();
-        for (label, db) in &self.databases {
+        for (component, label, db) in &self.databases {
             if let Err(e) = db.ping().await {
-                reasons.push(format!("database `{label}`: {e}"));
+                reasons.push(format!(
+                    "component `{component}`: database `{label}` ({}): {e}",
+                    db.location()
+                ));
             }
         }
         if let Some(bus) = &self.bus
@@ -147,10 +161,8 @@ fn control_error(e: ControlError) -> ApiError {
         ControlError::Rejected {
             reason: LoadError::NotAComponent(_),
             ..
-        }
-        | ControlError::BadCanary(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "BAD_UPLOAD", message)
-        }
+        } => ApiError::new(StatusCode::BAD_REQUEST, "BAD_UPLOAD", message),
+        ControlError::BadCanary(_) => ApiError::new(StatusCode::BAD_REQUEST, "BAD_CANARY", message),
         ControlError::Rejected { .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "COMPONENT_REJECTED",
@@ -165,7 +177,7 @@ fn control_error(e: ControlError) -> ApiError {
     }
 }
 
-/// `canary=PCT` from a query string.
+/// `canary=PCT` from a query string: a whole percentage in [`CANARY_PERCENT`].
 fn canary(query: Option<&str>) -> Result<Option<u32>, ApiError> {
     let Some(value) = query
         .unwrap_or_default()
@@ -174,13 +186,22 @@ fn canary(query: Option<&str>) -> Result<Option<u32>, ApiError> {
     else {
         return Ok(None);
     };
-    value.parse().map(Some).map_err(|_| {
-        ApiError::new(
+    let percent = value
+        .parse::<u32>()
+        .ok()
+        .filter(|p| CANARY_PERCENT.contains(p));
+    match percent {
+        Some(p) => Ok(Some(p)),
+        None => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "BAD_UPLOAD",
-            format!("canary={value}: give a whole percentage, 1 to 99"),
-        )
-    })
+            "BAD_CANARY",
+            format!(
+                "canary={value}: give a whole percentage from {} to {}; deploy without `canary` to send all traffic to the new version",
+                CANARY_PERCENT.start(),
+                CANARY_PERCENT.end()
+            ),
+        )),
+    }
 }
 
 impl Admin {
@@ -189,30 +210,113 @@ impl Admin {
         id: &str,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, ApiError> {
-        let canary = canary(request.uri().query())?;
-        let limited = http_body_util::Limited::new(request.into_body(), MAX_UPLOAD_BYTES);
-        let wasm = http_body_util::BodyExt::collect(limited)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_UPLOAD",
-                    format!("the upload could not be read (at most {MAX_UPLOAD_BYTES} bytes): {e}"),
-                )
-            })?
-            .to_bytes();
+        let canary = match canary(request.uri().query()) {
+            Ok(canary) => canary,
+            Err(e) => {
+                drain(request.into_body()).await;
+                return Err(e);
+            }
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let limits = self.app.load().connections;
+        let wasm = tokio::time::timeout(
+            limits.upload_timeout,
+            self.receive(request.into_body(), declared, limits.max_upload_bytes),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "UPLOAD_TIMEOUT",
+                format!(
+                    "the upload did not arrive within upload_timeout_ms ({} ms)",
+                    limits.upload_timeout.as_millis()
+                ),
+            )
+            .with_header(header::CONNECTION, "close")
+        })??;
         let deployed = self
             .control
-            .deploy(id, wasm.to_vec().into(), canary)
+            .deploy(id, wasm, canary)
             .await
             .map_err(control_error)?;
         Ok(json(StatusCode::CREATED, &serde_json::json!(deployed)))
     }
 
-    async fn control(&self, request: Request<Incoming>, trace_id: &str) -> Response<Body> {
-        let path = request.uri().path().to_owned();
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let result = match (request.method(), segments.as_slice()) {
+    /// Receives an upload into a temporary file, one frame in memory at a time, then reads
+    /// it back once: an upload holds no memory while it trickles in, and its bytes are in
+    /// memory once, not once per copy, when it is compiled.
+    async fn receive(
+        &self,
+        body: Incoming,
+        declared: Option<u64>,
+        limit: u64,
+    ) -> Result<Bytes, ApiError> {
+        let refused = |e: BodyError| {
+            match e {
+            BodyError::TooLarge(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "UPLOAD_TOO_LARGE",
+                format!(
+                    "the upload is larger than max_upload_bytes ({limit} bytes) under [application.tool.berth.connections]"
+                ),
+            )
+            .with_header(header::CONNECTION, "close"),
+            BodyError::Unreadable(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_UPLOAD",
+                format!("the upload could not be read: {e}"),
+            ),
+        }
+        };
+        let mut body = body::Bounded::new(body, declared, limit)
+            .await
+            .map_err(refused)?;
+        let unsaved = |e: std::io::Error| {
+            tracing::warn!(
+                "cannot receive an upload in {}: {e}",
+                self.uploads.display()
+            );
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UPLOAD_NOT_SAVED",
+                format!(
+                    "the upload could not be stored in {}: {e}",
+                    self.uploads.display()
+                ),
+            )
+        };
+        std::fs::create_dir_all(&self.uploads).map_err(unsaved)?;
+        let temp = tempfile::NamedTempFile::new_in(&self.uploads).map_err(unsaved)?;
+        let mut file = tokio::fs::File::from_std(temp.reopen().map_err(unsaved)?);
+        while let Some(data) = body.next().await.map_err(refused)? {
+            file.write_all(&data).await.map_err(unsaved)?;
+        }
+        file.flush().await.map_err(unsaved)?;
+        drop(file);
+        let wasm = tokio::fs::read(temp.path()).await.map_err(unsaved)?;
+        Ok(Bytes::from(wasm))
+    }
+
+    /// An authorised request whose path is spelled exactly.
+    async fn control(
+        &self,
+        request: Request<Incoming>,
+        path: &str,
+        trace_id: &str,
+    ) -> Response<Body> {
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let method = request.method().clone();
+        let result = match (&method, segments.as_slice()) {
+            (&Method::GET, ["admin", "v1", "components"]) => {
+                Ok(json(StatusCode::OK, &self.components()))
+            }
+            (&Method::GET, ["admin", "v1", "dead-letters"]) => {
+                Ok(self.dead_letters(trace_id).await)
+            }
             (&Method::POST, ["admin", "v1", "components", id, "versions"]) => {
                 self.deploy(id, request).await
             }
@@ -228,11 +332,14 @@ impl Admin {
                 .await
                 .map(|()| self.component(id))
                 .map_err(control_error),
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "ROUTE_NOT_FOUND",
-                format!("the admin API has no {} {path}", request.method()),
-            )),
+            _ => {
+                drain(request.into_body()).await;
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "ROUTE_NOT_FOUND",
+                    format!("the admin API has no {method} {path}"),
+                ))
+            }
         };
         result.unwrap_or_else(|e| e.into_response(trace_id))
     }
@@ -252,33 +359,55 @@ impl Admin {
 impl Handler for Admin {
     async fn handle(&self, request: Request<Incoming>, _client: SocketAddr) -> Response<Body> {
         let trace_id = hex::encode(rand::random::<[u8; 16]>());
+        // The open endpoints, matched exactly: any other spelling needs the token.
         match (request.method(), request.uri().path()) {
-            (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-            (&Method::GET, "/readyz") => self.readiness().await,
-            (&Method::GET, "/metrics") => {
-                let text = self.control.metrics.render(self.control.registry());
-                use http_body_util::BodyExt as _;
-                let mut response = Response::new(
-                    http_body_util::Full::new(bytes::Bytes::from(text))
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                );
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                response
+            (&Method::GET, "/healthz") => {
+                return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
             }
-            (_, path) if path.starts_with("/admin/") && !self.authorized(&request) => ApiError::new(
+            (&Method::GET, "/readyz") => return self.readiness().await,
+            (&Method::GET, "/metrics") => return self.metrics(),
+            _ => {}
+        }
+        if !self.authorized(&request) {
+            // Read what the client is still sending, so it gets the answer, not a reset.
+            drain(request.into_body()).await;
+            return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "ADMIN_TOKEN_REQUIRED",
                 "send `Authorization: Bearer <token>` with the admin token (berth up writes it to <data-dir>/admin-token)",
             )
             .with_header(header::WWW_AUTHENTICATE, "Bearer")
-            .into_response(&trace_id),
-            (&Method::GET, "/admin/v1/components") => json(StatusCode::OK, &self.components()),
-            (&Method::GET, "/admin/v1/dead-letters") => self.dead_letters(&trace_id).await,
-            _ => self.control(request, &trace_id).await,
+            .into_response(&trace_id);
         }
+        let raw = request.uri().path().to_owned();
+        match path::exact(&raw) {
+            Ok(path) => self.control(request, path, &trace_id).await,
+            Err(e) => {
+                let method = request.method().clone();
+                drain(request.into_body()).await;
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "ROUTE_NOT_FOUND",
+                    format!("the admin API has no {method} {raw}: {e}"),
+                )
+                .into_response(&trace_id)
+            }
+        }
+    }
+}
+
+impl Admin {
+    fn metrics(&self) -> Response<Body> {
+        let text = self.control.metrics.render(self.control.registry());
+        let mut response = Response::new(
+            http_body_util::Full::new(Bytes::from(text))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
     }
 }

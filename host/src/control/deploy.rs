@@ -37,7 +37,11 @@ pub enum ControlError {
         #[source]
         reason: LoadError,
     },
-    #[error("the canary share must be 1 to 99 percent, not {0}")]
+    #[error(
+        "canary={0}: the canary share is a whole percentage from {min} to {max}; to send all traffic to the new version, deploy it without a canary",
+        min = CANARY_PERCENT.start(),
+        max = CANARY_PERCENT.end()
+    )]
     BadCanary(u32),
     #[error("component `{0}` has no canary to promote")]
     NoCanary(String),
@@ -154,13 +158,13 @@ impl Control {
     pub async fn deploy(
         &self,
         id: &str,
-        wasm: Arc<[u8]>,
+        wasm: bytes::Bytes,
         canary: Option<u32>,
     ) -> Result<Deployed, ControlError> {
         let started = Instant::now();
         let canary = match canary {
-            None | Some(100) => None,
-            Some(p @ 1..=99) => Some(p as u8),
+            None => None,
+            Some(p) if CANARY_PERCENT.contains(&p) => Some(p as u8),
             Some(p) => return Err(ControlError::BadCanary(p)),
         };
         let (slot, lock) = self.slot(id)?;
@@ -384,9 +388,9 @@ impl Control {
 
     async fn load_saved(&self, id: &str, digest: &str) -> anyhow::Result<Version> {
         let path = self.blob(digest);
-        let wasm: Arc<[u8]> = std::fs::read(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .into();
+        let wasm = bytes::Bytes::from(
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        );
         let config = &self.app.components[id];
         let prepared = loader::prepare(&self.engine, &self.linker, config, wasm).await?;
         Ok(loader::activate(prepared, config, &self.backends).await?)
@@ -448,6 +452,6 @@ impl Saved {
     }
 }
 
-/// The largest upload a deploy reads: far beyond any real component, short of exhausting
-/// memory.
-pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
+/// The share of traffic a canary may take: the one rule the admin API, the CLI and the
+/// docs follow. A whole deploy is the way to 100 %; 0 % would be no canary at all.
+pub const CANARY_PERCENT: std::ops::RangeInclusive<u32> = 1..=99;

@@ -7,6 +7,10 @@
 //! | `berth_deploys_total` | component, outcome (`deployed`, `rejected`) |
 //! | `berth_instances_active` (gauge) | component |
 //! | `berth_concurrency_limit` (gauge) | component |
+//! | `berth_connections_open` (gauge) | listener (`public`, `admin`) |
+//! | `berth_connections_refused_total` | listener: refused at the connection cap |
+//! | `berth_connections_closed_total` | listener, reason (`header_timeout`, `idle`) |
+//! | `berth_rate_limited_total` | limit_by (`ip`, `user`, `json`) |
 //!
 //! Labels are bounded: ids from the manifest, route templates (never raw paths), short
 //! digests of loaded versions, and status classes. Recording is a read lock and a few
@@ -14,10 +18,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::capabilities::http_inbound::server::ConnectionStats;
 use crate::components::Registry;
 
 /// Upper bounds of the duration buckets, in seconds.
@@ -110,6 +115,11 @@ fn epoch_seconds() -> u64 {
 pub struct Metrics {
     series: RwLock<Series>,
     deploys: RwLock<HashMap<(String, &'static str), u64>>,
+    /// The public and the admin listener's connections.
+    pub public_connections: Arc<ConnectionStats>,
+    pub admin_connections: Arc<ConnectionStats>,
+    /// Requests answered 429, by what the limit counted: ip, user, json.
+    rate_limited: [AtomicU64; 3],
 }
 
 impl RouteSeries {
@@ -170,6 +180,15 @@ impl Metrics {
                 Some(v.window.rates(epoch_seconds()))
             })
             .unwrap_or((0.0, 0.0))
+    }
+
+    /// A request refused by a rate limit keyed by `limit_by`.
+    pub fn rate_limited(&self, limit_by: &str) {
+        let i = RATE_LIMIT_KEYS
+            .iter()
+            .position(|k| *k == limit_by)
+            .unwrap_or(0);
+        self.rate_limited[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn deploy(&self, component: &str, outcome: &'static str) {
@@ -269,9 +288,52 @@ impl Metrics {
                 slot.stable().limits.max_concurrency
             );
         }
+        let listeners = [
+            ("public", &self.public_connections),
+            ("admin", &self.admin_connections),
+        ];
+        out.push_str("# HELP berth_connections_open Connections open now.\n# TYPE berth_connections_open gauge\n");
+        for (listener, stats) in listeners {
+            let _ = writeln!(
+                out,
+                "berth_connections_open{{listener=\"{listener}\"}} {}",
+                stats.open.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP berth_connections_refused_total Connections refused because the listener had max_connections open.\n# TYPE berth_connections_refused_total counter\n");
+        for (listener, stats) in listeners {
+            let _ = writeln!(
+                out,
+                "berth_connections_refused_total{{listener=\"{listener}\"}} {}",
+                stats.refused.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP berth_connections_closed_total Connections the host closed for a bound: headers too slow, or idle.\n# TYPE berth_connections_closed_total counter\n");
+        for (listener, stats) in listeners {
+            for (reason, n) in [
+                ("header_timeout", &stats.header_timeouts),
+                ("idle", &stats.idle_closed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "berth_connections_closed_total{{listener=\"{listener}\",reason=\"{reason}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP berth_rate_limited_total Requests answered 429 by a rate limit.\n# TYPE berth_rate_limited_total counter\n");
+        for (key, n) in RATE_LIMIT_KEYS.iter().zip(&self.rate_limited) {
+            let _ = writeln!(
+                out,
+                "berth_rate_limited_total{{limit_by=\"{key}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }
+
+const RATE_LIMIT_KEYS: [&str; 3] = ["ip", "user", "json"];
 
 fn escape(value: &str) -> String {
     value

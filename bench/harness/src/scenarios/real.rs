@@ -2,6 +2,9 @@
 //! and its login (argon2id verification, a signed JWT), on berth and on the same service as
 //! a Node.js Express app would be written, each with its own SQLite file.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 use tokio::process::Command;
 
 use super::{Contestant, alternate, load_columns, row, summaries_json, user};
@@ -31,7 +34,8 @@ pub async fn run(
         }
     };
     let logs = work.path();
-    let berth = super::berth(kit, work, "berth-shop", "spin.toml").await?;
+    let manifest = unlimited_shop(&kit.root, work.path())?;
+    let berth = super::berth(kit, work, "berth-shop", &manifest.to_string_lossy()).await?;
     let mut berth = berth.server;
     let port = free_port()?;
     let mut command = Command::new("node");
@@ -149,6 +153,59 @@ pub async fn run(
         }),
     );
     Ok(())
+}
+
+/// The shop's manifest without its rate limits, written into `dir`: the login load sends one
+/// account's logins as fast as it can from one address, which the shop's limits answer with
+/// 429, and the benchmark measures the service, not the limiter. Paths in it are made
+/// absolute so it works from anywhere; everything else is the shop's own setting.
+fn unlimited_shop(root: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = root.join("spin.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut manifest: toml::Table = toml::from_str(&text)?;
+    if let Some(berth) = manifest
+        .get_mut("application")
+        .and_then(|a| a.get_mut("tool"))
+        .and_then(|t| t.get_mut("berth"))
+        .and_then(toml::Value::as_table_mut)
+    {
+        berth.remove("rate_limits");
+    }
+    let components = manifest
+        .get_mut("component")
+        .and_then(toml::Value::as_table_mut)
+        .context("spin.toml has no components")?;
+    for (id, component) in components.iter_mut() {
+        let Some(component) = component.as_table_mut() else {
+            continue;
+        };
+        if let Some(source) = component.get("source").and_then(toml::Value::as_str) {
+            let absolute = root.join(source).to_string_lossy().into_owned();
+            component.insert("source".into(), absolute.into());
+        }
+        let migrations = root.join("migrations").join(id);
+        if migrations.is_dir() {
+            let tool = component
+                .entry("tool")
+                .or_insert_with(|| toml::Table::new().into());
+            let berth = tool
+                .as_table_mut()
+                .context("tool is not a table")?
+                .entry("berth")
+                .or_insert_with(|| toml::Table::new().into());
+            berth
+                .as_table_mut()
+                .context("tool.berth is not a table")?
+                .insert(
+                    "migrations".into(),
+                    migrations.to_string_lossy().into_owned().into(),
+                );
+        }
+    }
+    let out = dir.join("shop-without-rate-limits.toml");
+    std::fs::write(&out, toml::to_string(&manifest)?)?;
+    Ok(out)
 }
 
 fn goals(report: &mut Report, what: &str, berth: &Summary, node: &Summary) {

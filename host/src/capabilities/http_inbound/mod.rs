@@ -1,19 +1,27 @@
 //! The gateway: serves `wasi:http/incoming-handler` components to clients.
 //!
-//! Per request: a request id and W3C trace context, routing from `[[trigger.http]]`, bearer
-//! token checks for `auth = "jwt"` components, the body limit, then one invocation of the
+//! Per request, in this order: a request id and W3C trace context; the path brought to its
+//! one spelling ([`path`]); a CORS preflight answered ([`cors`]); routing from
+//! `[[trigger.http]]`; bearer token checks for `auth = "jwt"` components; rate limits by
+//! client and user ([`rate_limit`]); the body, bounded in size and time; rate limits by body
+//! field; the route's share of the component's concurrency; then one invocation of the
 //! component's current version. Every response carries `x-request-id` and `traceparent`;
 //! every failure the gateway itself reports is the JSON error of the public API.
 
 pub mod auth;
+pub mod body;
+pub mod cors;
 mod dispatch;
 mod errors;
+pub mod path;
+pub mod rate_limit;
 pub mod router;
 pub mod server;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -25,10 +33,13 @@ use tracing::Instrument as _;
 use crate::capabilities::http_outbound::LocalService;
 use crate::components::invocation::Failure;
 use crate::components::{Registry, Slot};
+use crate::config::App;
 use crate::config::berth::Auth;
 use crate::engine::Engine;
 use crate::telemetry::TraceContext;
 use auth::JwtVerifier;
+use cors::Cors;
+use rate_limit::{Limited, RateLimits, Standing};
 use router::{RouteMatch, RoutePattern, Router};
 
 pub use dispatch::short as short_digest;
@@ -104,31 +115,67 @@ pub struct Gateway {
     engine: Engine,
     jwt: Option<JwtVerifier>,
     max_request_bytes: u64,
+    /// To receive a whole request body; then 408.
+    body_timeout: Duration,
+    cors: Option<Cors>,
+    pub rate_limits: Arc<RateLimits>,
+    /// Per component, the shares of its concurrency that some routes keep to themselves.
+    shares: HashMap<String, Arc<[RouteShare]>>,
     metrics: Arc<crate::telemetry::Metrics>,
 }
 
-/// Where a request went, for its metrics.
+/// Slots of a component that only some of its routes use (`route_concurrency`), so a
+/// CPU-heavy route waits for its own share instead of taking the component's every slot.
+struct RouteShare {
+    routes: Vec<RoutePattern>,
+    permits: Arc<tokio::sync::Semaphore>,
+    max: u32,
+}
+
+/// Where a request went, for its metrics and its rate-limit headers.
 #[derive(Default)]
 struct Routed {
     component: Option<Arc<str>>,
     route: Option<Arc<str>>,
+    standing: Option<Standing>,
 }
 
 impl Gateway {
     pub fn new(
+        app: &App,
         routes: Vec<(RoutePattern, Target)>,
         components: Arc<Registry>,
         engine: Engine,
         jwt: Option<JwtVerifier>,
-        max_request_bytes: u64,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Gateway {
+        let shares = app
+            .components
+            .values()
+            .filter(|c| !c.route_concurrency.is_empty())
+            .map(|c| {
+                let shares: Arc<[RouteShare]> = c
+                    .route_concurrency
+                    .iter()
+                    .map(|(routes, max)| RouteShare {
+                        routes: routes.clone(),
+                        permits: Arc::new(tokio::sync::Semaphore::new(*max as usize)),
+                        max: *max,
+                    })
+                    .collect();
+                (c.id.clone(), shares)
+            })
+            .collect();
         Gateway {
             router: arc_swap::ArcSwap::from_pointee(Router::new(routes)),
             components,
             engine,
             jwt,
-            max_request_bytes,
+            max_request_bytes: app.max_request_bytes,
+            body_timeout: app.connections.body_timeout,
+            cors: app.cors.clone(),
+            rate_limits: Arc::new(RateLimits::new(&app.rate_limits)),
+            shares,
             metrics,
         }
     }
@@ -173,6 +220,10 @@ impl Gateway {
             request_id = ?ids.request_id,
         );
         let mut routed = Routed::default();
+        let origin = self
+            .cors
+            .as_ref()
+            .and_then(|_| request.headers().get(header::ORIGIN).cloned());
         let mut response = match self
             .route(request, client, &ids, &mut routed)
             .instrument(span.clone())
@@ -181,6 +232,12 @@ impl Gateway {
             Ok(response) => response,
             Err(error) => error.into_response(&ids.trace_id),
         };
+        if let Some(cors) = &self.cors {
+            cors.decorate(origin.as_ref(), response.headers_mut());
+        }
+        if let Some(standing) = routed.standing {
+            response.headers_mut().extend(rate_limit_headers(&standing));
+        }
         let version = response
             .headers()
             .get(dispatch::VERSION_HEADER)
@@ -211,7 +268,29 @@ impl Gateway {
         ids: &RequestIds,
         routed: &mut Routed,
     ) -> Result<Response<Body>, ApiError> {
-        let path = request.uri().path().to_owned();
+        let raw_path = request.uri().path();
+        let path = path::normalize(raw_path)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_PATH",
+                    format!("the path {raw_path} cannot be served: {e}; send it in its plain form"),
+                )
+            })?
+            .into_owned();
+        let path_changed = path != raw_path;
+        if let Some(cors) = &self.cors
+            && let Some(preflight) = cors.preflight(request.method(), request.headers())
+        {
+            let mut response = Response::new(
+                Full::new(Bytes::new())
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.headers_mut() = preflight?;
+            return Ok(response);
+        }
         let router = self.router.load();
         let Some((pattern, target, matched)) = router.route(&path) else {
             return Err(ApiError::new(
@@ -227,13 +306,58 @@ impl Gateway {
         routed.route = Some(target.raw_route.clone());
 
         let user = self.authenticate(&request, target, &path)?;
+        if !self.rate_limits.is_empty() {
+            routed.standing = self
+                .rate_limits
+                .check_request(&path, client.ip(), user.as_deref())
+                .map_err(|limited| self.limited(limited))?;
+        }
         let (mut parts, body) = request.into_parts();
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let body = read_body(body, declared, self.max_request_bytes).await?;
+        let body = tokio::time::timeout(
+            self.body_timeout,
+            body::read(body, declared, self.max_request_bytes),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "BODY_TIMEOUT",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    self.body_timeout.as_millis()
+                ),
+            )
+            .with_header(header::CONNECTION, "close")
+        })?
+        .map_err(|e| match e {
+            body::BodyError::TooLarge(limit) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                format!("the request body is larger than the limit of {limit} bytes"),
+            )
+            .with_header(header::CONNECTION, "close"),
+            body::BodyError::Unreadable(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BODY_UNREADABLE",
+                format!("the request body could not be read: {e}"),
+            ),
+        })?;
+        if self.rate_limits.wants_body(&path) {
+            let standing = self
+                .rate_limits
+                .check_body(&path, &body)
+                .map_err(|limited| self.limited(limited))?;
+            routed.standing = tighter(routed.standing, standing);
+        }
+        let _share = self.share(target, &path).await?;
 
+        if path_changed {
+            set_path(&mut parts.uri, &path);
+        }
         guest_headers(
             &mut parts,
             GuestContext {
@@ -248,6 +372,56 @@ impl Gateway {
         dispatch::invoke(&self.engine, &target.slot, request, ids)
             .await
             .map_err(|failure| failure_response(failure, &target.slot.id))
+    }
+
+    /// A 429 with what the client needs to come back at the right time.
+    fn limited(&self, limited: Limited) -> ApiError {
+        self.metrics.rate_limited(limited.limit_by);
+        let retry =
+            limited.retry_after.as_secs() + u64::from(limited.retry_after.subsec_nanos() > 0);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "too many requests (limit {}, counted by {}): retry in {} s",
+                limited.standing.limit,
+                limited.limit_by,
+                retry.max(1)
+            ),
+        );
+        error
+            .headers
+            .push((header::RETRY_AFTER, HeaderValue::from(retry.max(1))));
+        error.headers.extend(rate_limit_headers(&limited.standing));
+        error
+    }
+
+    /// Waits for the route's share of its component's slots, if it has one.
+    async fn share(
+        &self,
+        target: &Target,
+        path: &str,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+        let Some(share) = self.shares.get(&*target.slot.id).and_then(|shares| {
+            shares
+                .iter()
+                .find(|s| s.routes.iter().any(|r| r.matches(path).is_some()))
+        }) else {
+            return Ok(None);
+        };
+        let timeout = target.slot.stable().limits.timeout;
+        match tokio::time::timeout(timeout, share.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "COMPONENT_BUSY",
+                format!(
+                    "component `{}` is at its limit of {} concurrent invocations for this route",
+                    target.slot.id, share.max
+                ),
+            )
+            .with_header(header::RETRY_AFTER, "1")),
+        }
     }
 
     fn authenticate(
@@ -271,17 +445,12 @@ impl Gateway {
                 "the gateway has no key to verify tokens with",
             )
         })?;
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
         verifier
             .verify(
                 request
                     .headers()
                     .get(header::AUTHORIZATION)
                     .map(HeaderValue::as_bytes),
-                now,
             )
             .map(Some)
             .map_err(|e| {
@@ -351,6 +520,47 @@ impl LocalService for Gateway {
     }
 }
 
+/// The lower of two standings: the headers report the bucket closest to refusing.
+fn tighter(a: Option<Standing>, b: Option<Standing>) -> Option<Standing> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (whole seconds, rounded up).
+fn rate_limit_headers(standing: &Standing) -> [(HeaderName, HeaderValue); 3] {
+    let reset = standing.reset.as_secs() + u64::from(standing.reset.subsec_nanos() > 0);
+    [
+        (
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderValue::from(standing.limit),
+        ),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderValue::from(standing.remaining),
+        ),
+        (
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderValue::from(reset),
+        ),
+    ]
+}
+
+/// Puts the normal form of the path into the request the component gets, so it reads the
+/// same path the gateway routed, authorised and counted.
+fn set_path(uri: &mut http::Uri, path: &str) {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = http::uri::PathAndQuery::try_from(path_and_query).ok();
+    if let Ok(normal) = http::Uri::from_parts(parts) {
+        *uri = normal;
+    }
+}
+
 /// Removes what only the host may set: the verified user and the `spin-*` headers.
 fn strip_host_headers(headers: &mut http::HeaderMap) {
     let forged: Vec<HeaderName> = headers
@@ -383,62 +593,6 @@ fn chained_headers(parts: &mut http::request::Parts, ids: &RequestIds) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-}
-
-/// How much of an over-long body is read and thrown away before answering 413, so that a
-/// client still sending sees the answer instead of a reset connection.
-const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
-const DRAIN_TIME: Duration = Duration::from_secs(2);
-
-/// The whole request body, up to `limit` bytes; 413 beyond it, declared or streamed.
-async fn read_body(
-    mut body: Incoming,
-    declared: Option<u64>,
-    limit: u64,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BODY_TOO_LARGE",
-            format!("the request body is larger than the limit of {limit} bytes"),
-        )
-        .with_header(header::CONNECTION, "close")
-    };
-    if declared.is_some_and(|len| len > limit) {
-        drain(body).await;
-        return Err(too_large());
-    }
-    let mut buffer = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BODY_UNREADABLE",
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if (buffer.len() + data.len()) as u64 > limit {
-                drain(body).await;
-                return Err(too_large());
-            }
-            buffer.extend_from_slice(&data);
-        }
-    }
-    Ok(buffer.freeze())
-}
-
-async fn drain(mut body: Incoming) {
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        let mut drained = 0u64;
-        while let Some(Ok(frame)) = body.frame().await {
-            drained += frame.data_ref().map_or(0, |d| d.len() as u64);
-            if drained > DRAIN_BYTES {
-                break;
-            }
-        }
-    })
-    .await;
 }
 
 struct GuestContext<'a> {

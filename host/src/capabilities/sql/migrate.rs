@@ -165,7 +165,7 @@ mod tests {
     use crate::capabilities::sql::{self, Value};
 
     async fn database(dir: &Path) -> std::sync::Arc<dyn sql::Database> {
-        sql::build("db", None, dir, dir).await.unwrap()
+        sql::build("db", None, dir, dir, false).await.unwrap()
     }
 
     fn write(dir: &Path, name: &str, sql: &str) {

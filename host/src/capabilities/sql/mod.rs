@@ -11,6 +11,7 @@
 //! invocation succeeds.
 
 mod host;
+pub mod known;
 pub mod migrate;
 pub(crate) mod sqlite;
 pub mod unit_of_work;
@@ -58,6 +59,8 @@ pub trait Database: Send + Sync {
     async fn migrate(&self, dir: &Path) -> Result<migrate::Applied, migrate::MigrationError>;
     /// Answers when the database can serve queries (for `/readyz`).
     async fn ping(&self) -> Result<(), SqlError>;
+    /// Where the data lives, for messages: a file path.
+    fn location(&self) -> String;
 }
 
 #[async_trait::async_trait]
@@ -82,12 +85,14 @@ pub enum Config {
     },
 }
 
-/// Opens the database for `label`: the only place that names concrete backends.
+/// Opens the database for `label`: the only place that names concrete backends. A file the
+/// data dir held before that is now missing or empty is refused unless `fresh` ([`known`]).
 pub async fn build(
     label: &str,
     config: Option<&Config>,
     config_dir: &Path,
     data_dir: &Path,
+    fresh: bool,
 ) -> anyhow::Result<Arc<dyn Database>> {
     let path = match config {
         Some(Config::Spin { path: Some(path) }) => config_dir.join(path),
@@ -95,7 +100,11 @@ pub async fn build(
             data_dir.join("sqlite").join(format!("{label}.db"))
         }
     };
-    Ok(Arc::new(sqlite::SqliteDatabase::open(&path).await?))
+    let path = std::path::absolute(&path).unwrap_or(path);
+    known::check(data_dir, label, &path, fresh)?;
+    let db = sqlite::SqliteDatabase::open(&path).await?;
+    known::record(data_dir, label, &path)?;
+    Ok(Arc::new(db))
 }
 
 /// The databases one component version may open, by label.
@@ -107,7 +116,9 @@ mod tests {
 
     async fn every_backend() -> Vec<(&'static str, Arc<dyn Database>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
-        let db = build("test", None, dir.path(), dir.path()).await.unwrap();
+        let db = build("test", None, dir.path(), dir.path(), false)
+            .await
+            .unwrap();
         vec![("sqlite", db, dir)]
     }
 
@@ -257,6 +268,39 @@ mod tests {
             next.commit().await.unwrap();
             assert_eq!(count(&db).await, Value::Integer(3), "{name}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_reported_by_ping_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = build("c", None, dir.path(), dir.path(), false)
+            .await
+            .unwrap();
+        let mut c = db.connect().await.unwrap();
+        c.execute("CREATE TABLE t (a TEXT)", vec![]).await.unwrap();
+        for i in 0..2000 {
+            c.execute(
+                "INSERT INTO t VALUES (?)",
+                vec![Value::Text(format!("row {i} {}", "x".repeat(100)))],
+            )
+            .await
+            .unwrap();
+        }
+        drop(c);
+        db.ping().await.unwrap();
+        // Overwrite pages past the header, as a failing disk or a stray write would.
+        let file = dir.path().join("sqlite/c.db");
+        let mut bytes = std::fs::read(&file).unwrap();
+        assert!(bytes.len() > 16384, "{}", bytes.len());
+        for b in &mut bytes[8192..16384] {
+            *b = 0xAB;
+        }
+        std::fs::write(&file, &bytes).unwrap();
+        let reopened = build("c", None, dir.path(), dir.path(), false)
+            .await
+            .unwrap();
+        let err = reopened.ping().await.unwrap_err().to_string();
+        assert!(err.contains("corrupt") && err.contains("c.db"), "{err}");
     }
 
     #[tokio::test]

@@ -1,8 +1,13 @@
 //! The SQLite backend: one WAL-mode file per label, a sqlx pool, prepared statements cached
 //! per connection.
+//!
+//! Health is honest: the file is checked (`PRAGMA quick_check`) when it opens, and any
+//! statement SQLite answers with "corrupt" or "not a database" marks it unhealthy for good.
+//! Either way the log names the file and `/readyz` answers 503 naming it, until the file is
+//! restored and the host restarted.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,6 +25,7 @@ use super::{Connection, Database, Rows, SqlError, Value};
 
 pub struct SqliteDatabase {
     pool: SqlitePool,
+    health: Arc<Health>,
     /// Held from `BEGIN IMMEDIATE` to its end. SQLite has one writer per file, and a writer
     /// that finds the lock taken sleeps in SQLite's busy handler (1 ms, then 2, 5, 10…)
     /// long after the lock is free; queueing here first hands the lock over in order, as
@@ -29,11 +35,79 @@ pub struct SqliteDatabase {
 
 impl SqliteDatabase {
     pub async fn open(path: &Path) -> anyhow::Result<SqliteDatabase> {
+        let pool = open_pool(path, 16).await?;
+        let health = Arc::new(Health {
+            path: path.to_owned(),
+            corrupt: Mutex::new(None),
+        });
+        // Bounded by the file's size, and done once: a corrupt page found now is reported
+        // now, not when the first request that reads it fails.
+        match sqlx::query_scalar::<_, String>("PRAGMA quick_check")
+            .fetch_all(&pool)
+            .await
+        {
+            Ok(lines) if lines.iter().all(|l| l == "ok") => {}
+            Ok(lines) => health.mark_corrupt(&lines.join("; ")),
+            Err(e) => {
+                if is_corruption(&e) {
+                    health.mark_corrupt(&e.to_string());
+                } else {
+                    return Err(e).with_context(|| {
+                        format!("cannot check SQLite database {}", path.display())
+                    });
+                }
+            }
+        }
         Ok(SqliteDatabase {
-            pool: open_pool(path, 16).await?,
+            pool,
+            health,
             writer: Default::default(),
         })
     }
+}
+
+/// Whether the file is still fit to serve; shared by the database and its connections.
+struct Health {
+    path: PathBuf,
+    /// Set once, by the first corruption seen.
+    corrupt: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn mark_corrupt(&self, reason: &str) {
+        let Ok(mut corrupt) = self.corrupt.lock() else {
+            return;
+        };
+        if corrupt.is_none() {
+            tracing::error!(
+                file = %self.path.display(),
+                "the SQLite database file is corrupt ({reason}); the host reports not ready until it is restored from a backup"
+            );
+            *corrupt = Some(reason.to_owned());
+        }
+    }
+
+    fn check(&self) -> Result<(), SqlError> {
+        match self.corrupt.lock().ok().and_then(|c| c.clone()) {
+            None => Ok(()),
+            Some(reason) => Err(SqlError::Unavailable(format!(
+                "{} is corrupt ({reason}): restore it from a backup",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+/// SQLITE_CORRUPT and SQLITE_NOTADB, with their extended codes.
+fn is_corruption(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let primary = db
+        .code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .map(|c| c & 0xff);
+    matches!(primary, Some(11 | 26))
 }
 
 /// A pool on a SQLite file, created if missing: WAL, so readers never wait for the writer;
@@ -66,6 +140,7 @@ impl Database for SqliteDatabase {
         let conn = self.pool.acquire().await.map_err(unavailable)?;
         Ok(Box::new(SqliteConnection {
             conn,
+            health: self.health.clone(),
             in_transaction: false,
             writer: self.writer.clone(),
             writing: None,
@@ -77,13 +152,19 @@ impl Database for SqliteDatabase {
     }
 
     async fn ping(&self) -> Result<(), SqlError> {
+        self.health.check()?;
         self.pool.execute("SELECT 1").await.map_err(unavailable)?;
         Ok(())
+    }
+
+    fn location(&self) -> String {
+        self.health.path.display().to_string()
     }
 }
 
 struct SqliteConnection {
     conn: sqlx::pool::PoolConnection<Sqlite>,
+    health: Arc<Health>,
     /// Set between `begin` and its end; the pool knows nothing of raw transactions.
     in_transaction: bool,
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -93,11 +174,16 @@ struct SqliteConnection {
 
 impl SqliteConnection {
     async fn run(&mut self, statement: &'static str) -> Result<(), SqlError> {
-        (&mut *self.conn)
-            .execute(statement)
-            .await
-            .map(drop)
-            .map_err(statement_error)
+        let done = (&mut *self.conn).execute(statement).await.map(drop);
+        done.map_err(|e| self.error(e))
+    }
+
+    /// A statement's error as the guest sees it, noting a corrupt file on the way.
+    fn error(&self, e: sqlx::Error) -> SqlError {
+        if is_corruption(&e) {
+            self.health.mark_corrupt(&e.to_string());
+        }
+        statement_error(e)
     }
 }
 
@@ -115,10 +201,13 @@ impl Connection for SqliteConnection {
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, SqlError> {
         // Prepared statements are cached per connection, so this is a lookup after the first
         // time; it gives the parameter count to check and the column names of empty results.
-        let prepared = (&mut *self.conn)
+        let prepared = match (&mut *self.conn)
             .prepare(AssertSqlSafe(statement).into_sql_str())
             .await
-            .map_err(statement_error)?;
+        {
+            Ok(prepared) => prepared,
+            Err(e) => return Err(self.error(e)),
+        };
         if let Some(Either::Right(expected)) = prepared.parameters()
             && expected != params.len()
         {
@@ -142,10 +231,10 @@ impl Connection for SqliteConnection {
                 Value::Null => query.bind(None::<i64>),
             };
         }
-        let rows = query
-            .fetch_all(&mut *self.conn)
-            .await
-            .map_err(statement_error)?;
+        let rows = match query.fetch_all(&mut *self.conn).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.error(e)),
+        };
         let rows = rows.iter().map(row_values).collect::<Result<_, _>>()?;
         Ok(Rows { columns, rows })
     }
