@@ -82,8 +82,12 @@ impl Engine {
     pub fn new(cache_dir: PathBuf) -> anyhow::Result<Engine> {
         // Resetting only the pages an instance dirtied needs PAGEMAP_SCAN (Linux 6.7+);
         // without it, a large keep-resident region would be memset whole on every reuse.
-        let inner = wasmtime::Engine::new(&config(Enabled::Yes))
-            .or_else(|_| wasmtime::Engine::new(&config(Enabled::No)))
+        let pagemap_scan = if PoolingAllocationConfig::is_pagemap_scan_available() {
+            Enabled::Yes
+        } else {
+            Enabled::No
+        };
+        let inner = wasmtime::Engine::new(&config(pagemap_scan))
             .map_err(anyhow::Error::from)
             .context("cannot create the wasm engine")?;
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::capabilities::http_inbound::auth::JwtVerifier;
 use wasmtime::component::Linker;
@@ -453,34 +455,35 @@ impl Host {
     ) -> anyhow::Result<()> {
         let limits = within_descriptors(self.app.connections, server::raise_descriptor_limit());
         let metrics = self.control.metrics.clone();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stopped_admin = stopped.clone();
-        // Relays and consumers stop only after the servers have drained, so events committed
-        // by the last requests still leave before the process does.
-        let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
-        let mut background = tokio::task::JoinSet::new();
+        // The servers stop on `shutdown`; relays and consumers only after the servers have
+        // drained, so events committed by the last requests still leave before the process
+        // does.
+        let serving = CancellationToken::new();
+        let background = CancellationToken::new();
+        let tasks = TaskTracker::new();
         for work in self.messaging_tasks().await {
-            background.spawn(work(background_stopped.clone()));
+            tasks.spawn(work(background.clone()));
         }
         if !self.gateway.rate_limits.is_empty() {
             let limits = self.gateway.rate_limits.clone();
-            let mut stop = background_stopped.clone();
-            background.spawn(async move {
+            let stop = background.clone();
+            tasks.spawn(async move {
                 let mut every = tokio::time::interval(RATE_LIMIT_CLEANUP);
                 loop {
                     tokio::select! {
                         _ = every.tick() => limits.forget_idle(),
-                        _ = stop.wait_for(|s| *s) => return,
+                        () = stop.cancelled() => return,
                     }
                 }
             });
         }
-        let signal = async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        };
-        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
+        tasks.close();
+        let signal = {
+            let serving = serving.clone();
+            async move {
+                shutdown.await;
+                serving.cancel();
+            }
         };
         tokio::join!(
             signal,
@@ -489,7 +492,7 @@ impl Host {
                 self.gateway,
                 server::Bounds::public(&limits),
                 metrics.public_connections.clone(),
-                wait(stopped),
+                serving.clone().cancelled_owned(),
                 DRAIN
             ),
             server::serve(
@@ -497,12 +500,12 @@ impl Host {
                 self.admin,
                 server::Bounds::admin(&limits),
                 metrics.admin_connections.clone(),
-                wait(stopped_admin),
+                serving.clone().cancelled_owned(),
                 DRAIN
             ),
         );
-        let _ = stop_background.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), background.join_all()).await;
+        background.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
         Ok(())
     }
 
@@ -561,7 +564,7 @@ impl Host {
     }
 }
 
-type Stop = tokio::sync::watch::Receiver<bool>;
+type Stop = CancellationToken;
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Every subscribing component with its subjects, for answering requests.

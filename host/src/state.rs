@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -13,6 +12,7 @@ use crate::capabilities::http_outbound::OutboundHttp;
 use crate::capabilities::key_value::KvSession;
 use crate::capabilities::messaging::{MessagingSession, outbox};
 use crate::capabilities::sql::{SqlError, SqlSession};
+use crate::components::invocation::GuestLimits;
 
 pub struct InvocationState {
     pub table: ResourceTable,
@@ -23,7 +23,7 @@ pub struct InvocationState {
     pub kv: KvSession,
     pub messaging: MessagingSession,
     pub variables: Arc<HashMap<String, String>>,
-    pub limits: StoreLimits,
+    pub limits: GuestLimits,
 }
 
 impl WasiView for InvocationState {

@@ -1,5 +1,8 @@
 //! Integration tests: the real host with the real components, driven over HTTP.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
 mod admin_paths;
 mod cli;
 mod connections;

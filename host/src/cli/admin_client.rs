@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::AdminArgs;
@@ -33,36 +31,38 @@ fn token(args: &AdminArgs) -> anyhow::Result<String> {
 /// carries the host's message.
 pub async fn call(
     args: &AdminArgs,
-    method: http::Method,
+    method: reqwest::Method,
     path: &str,
-    body: Vec<u8>,
+    body: reqwest::Body,
 ) -> anyhow::Result<Value> {
     let token = token(args)?;
     let admin = &args.admin;
-    let uri: http::Uri = format!("{}{path}", admin.trim_end_matches('/'))
-        .parse()
+    let url = reqwest::Url::parse(&format!("{}{path}", admin.trim_end_matches('/')))
         .with_context(|| format!("`{admin}` is not an admin URL like http://127.0.0.1:3001"))?;
-    let authority = uri
-        .authority()
-        .context("the admin URL needs a host and port")?
-        .clone();
-    let stream = tokio::net::TcpStream::connect(authority.as_str())
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .context("cannot set up an HTTP client")?;
+    let response = client
+        .request(method, url)
+        .bearer_auth(&token)
+        .body(body)
+        .send()
         .await
-        .with_context(|| format!("no berth host answers at {admin}; is `berth up` running?"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::new(bytes::Bytes::from(body)))?;
-    let response = sender.send_request(request).await?;
+        .map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                anyhow::anyhow!("no berth host answers at {admin}; is `berth up` running?")
+            } else {
+                anyhow::Error::new(e).context(format!("the request to {admin} failed"))
+            }
+        })?;
     let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = response
+        .bytes()
+        .await
+        .with_context(|| format!("the answer from {admin} broke off"))?;
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if status == http::StatusCode::UNAUTHORIZED {
+    if status == reqwest::StatusCode::UNAUTHORIZED {
         anyhow::bail!(
             "the admin token was refused: pass --token, set BERTH_ADMIN_TOKEN, or run where <data-dir>/admin-token is readable"
         );
@@ -76,3 +76,7 @@ pub async fn call(
     }
     Ok(json)
 }
+
+/// How long to wait for the host to accept the connection; the answer itself may take a
+/// while (a deploy compiles before it answers).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -1,15 +1,21 @@
 //! `berth deploy`, `berth promote`, `berth rollback`: one call each to a running host.
 
 use anyhow::Context as _;
-use http::Method;
+use reqwest::Method;
 use serde_json::Value;
 
 use super::admin_client::call;
 use super::{ComponentArgs, DeployArgs};
 
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    let wasm = std::fs::read(&args.file)
+    let file = tokio::fs::File::open(&args.file)
+        .await
         .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let size = file
+        .metadata()
+        .await
+        .with_context(|| format!("cannot read {}", args.file.display()))?
+        .len();
     let path = match args.canary {
         Some(pct) => format!(
             "/admin/v1/components/{}/versions?canary={pct}",
@@ -20,10 +26,11 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     eprintln!(
         "deploying {} ({} KiB) as `{}`…",
         args.file.display(),
-        wasm.len() / 1024,
+        size / 1024,
         args.component
     );
-    let deployed = call(&args.admin, Method::POST, &path, wasm).await?;
+    // Streamed from the file: a large component is never held in memory here.
+    let deployed = call(&args.admin, Method::POST, &path, file.into()).await?;
     println!(
         "{} now serves {} {}(in {} ms{})",
         args.component,
@@ -54,7 +61,7 @@ fn print_versions(component: &Value) {
 
 pub async fn promote(args: ComponentArgs) -> anyhow::Result<()> {
     let path = format!("/admin/v1/components/{}/promote", args.component);
-    let component = call(&args.admin, Method::POST, &path, Vec::new()).await?;
+    let component = call(&args.admin, Method::POST, &path, reqwest::Body::default()).await?;
     println!("promoted the canary of {}", args.component);
     print_versions(&component);
     Ok(())
@@ -62,7 +69,7 @@ pub async fn promote(args: ComponentArgs) -> anyhow::Result<()> {
 
 pub async fn rollback(args: ComponentArgs) -> anyhow::Result<()> {
     let path = format!("/admin/v1/components/{}/rollback", args.component);
-    let component = call(&args.admin, Method::POST, &path, Vec::new()).await?;
+    let component = call(&args.admin, Method::POST, &path, reqwest::Body::default()).await?;
     println!("rolled {} back", args.component);
     print_versions(&component);
     Ok(())

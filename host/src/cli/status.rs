@@ -6,7 +6,14 @@ use super::StatusArgs;
 use super::admin_client::call;
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let get = |path| call(&args.admin, http::Method::GET, path, Vec::new());
+    let get = |path| {
+        call(
+            &args.admin,
+            reqwest::Method::GET,
+            path,
+            reqwest::Body::default(),
+        )
+    };
     let components = get("/admin/v1/components").await?;
     let dead = get("/admin/v1/dead-letters").await?;
     if args.json {

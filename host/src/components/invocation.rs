@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 
@@ -132,14 +132,62 @@ fn state(slot: &Slot, version: &Version, trace: Trace<'_>) -> InvocationState {
             slot.relay.clone(),
         ),
         variables: version.variables.clone(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(version.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build(),
+        limits: GuestLimits {
+            memory_bytes: version.limits.memory_bytes,
+            exceeded: false,
+        },
     }
 }
 
-pub fn classify(error: wasmtime::Error, limits: &Limits) -> Failure {
+/// The Store's resource limiter: a memory that would grow past the component's
+/// `memory_limit_mb` traps the guest, and says so, so a failure is classified by what
+/// happened rather than by the words of wasmtime's message.
+pub struct GuestLimits {
+    memory_bytes: usize,
+    /// Set when the guest asked for more memory than its limit.
+    pub exceeded: bool,
+}
+
+/// The trap of a guest that asked for more memory than its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the component asked for {desired} bytes of memory, over its limit of {limit}")]
+struct MemoryLimitExceeded {
+    desired: usize,
+    limit: usize,
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.exceeded = true;
+            return Err(MemoryLimitExceeded {
+                desired,
+                limit: self.memory_bytes,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables are bounded by the pooling allocator's slots.
+        Ok(true)
+    }
+}
+
+/// Why an invocation that returned `error` failed. `out_of_memory` is what the Store's
+/// [`GuestLimits`] saw.
+pub fn classify(error: wasmtime::Error, limits: &Limits, out_of_memory: bool) -> Failure {
     if error.downcast_ref::<DeadlineExceeded>().is_some()
         || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
     {
@@ -151,10 +199,10 @@ pub fn classify(error: wasmtime::Error, limits: &Limits) -> Failure {
     {
         return Failure::HostFull;
     }
-    let message = format!("{error:#}");
-    if message.contains("forcing trap when growing memory") {
+    if out_of_memory {
         return Failure::OutOfMemory(limits.memory_bytes >> 20);
     }
+    let message = format!("{error:#}");
     match error.downcast_ref::<Trap>() {
         Some(trap) => Failure::Trapped(trap.to_string()),
         None => Failure::Failed(message),
@@ -227,7 +275,7 @@ pub async fn handle_message(
             return finish(&mut store, outcome).await;
         }
         Ok(Ok(Err(e))) => Failure::Handler(e),
-        Ok(Err(e)) => classify(e, &limits),
+        Ok(Err(e)) => classify(e, &limits, store.data().limits.exceeded),
         Err(_) => Failure::Timeout(limits.timeout.as_millis()),
     };
     finish(&mut store, Outcome::Rollback).await?;

@@ -1,4 +1,5 @@
-//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//! Prometheus metrics, served as text on the admin listener's `/metrics`, encoded by
+//! `prometheus-client` in the Prometheus text format 0.0.4.
 //!
 //! | metric | labels |
 //! |---|---|
@@ -13,14 +14,26 @@
 //! | `berth_rate_limited_total` | limit_by (`ip`, `user`, `json`) |
 //!
 //! Labels are bounded: ids from the manifest, route templates (never raw paths), short
-//! digests of loaded versions, and status classes. Recording is a read lock and a few
-//! atomic adds once a series exists.
+//! digests of loaded versions, and status classes. A metric appears once it has a series.
+//!
+//! Recording is a read lock and a few atomic adds once a series exists: `request` finds the
+//! series' handles under `&str` keys, so it builds a label set (and allocates) only the first
+//! time it sees a component, version, route and status class. The gauges of state other
+//! modules own (permits, connections) are read at scrape time into a registry built for that
+//! scrape.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 
 use crate::capabilities::http_inbound::server::ConnectionStats;
 use crate::components::Registry;
@@ -30,13 +43,106 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Default)]
-struct RouteSeries {
-    /// By status class: 1xx … 5xx.
-    by_class: [AtomicU64; 5],
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+const RATE_LIMIT_KEYS: [&str; 3] = ["ip", "user", "json"];
+
+/// Gauges of counts, as the `u64`s they are read from.
+type CountGauge = Gauge<u64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    component: Arc<str>,
+    version: Arc<str>,
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    #[prometheus(flatten)]
+    route: RouteLabels,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeployLabels {
+    component: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    limit_by: &'static str,
+}
+
+/// A histogram of durations recorded with two atomic adds; the crate encodes it. The crate's
+/// `Histogram` takes a mutex per observation: with one route's requests finishing on two
+/// threads at once, whole runs of the micro-benchmark became 3–4 times slower than with these.
+#[derive(Clone, Debug, Default)]
+struct Durations(Arc<DurationCounts>);
+
+#[derive(Debug, Default)]
+struct DurationCounts {
+    /// Observations per bucket of `BUCKETS`, not cumulative; the last is past the largest bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
+}
+
+impl Durations {
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let i = BUCKETS.partition_point(|bound| *bound < seconds);
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.0
+            .sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Durations {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Durations {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: [(f64, u64); BUCKETS.len() + 1] = std::array::from_fn(|i| {
+            let bound = BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            (bound, self.0.buckets[i].load(Ordering::Relaxed))
+        });
+        // The count is the buckets' own total, so `+Inf` always equals `_count`.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.0.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// One route template's handles into the families, shared with the exported series.
+struct RouteSeries {
+    labels: RouteLabels,
+    /// By status class, 1xx … 5xx; set on the class's first request so that a class never
+    /// answered is not exported.
+    by_class: [OnceLock<Counter>; 5],
+    duration: Durations,
 }
 
 /// Requests and server errors of one version over the last minute, one slot per second.
@@ -111,30 +217,78 @@ fn epoch_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-#[derive(Default)]
+impl RouteSeries {
+    fn new(labels: RouteLabels, durations: &Family<RouteLabels, Durations>) -> RouteSeries {
+        RouteSeries {
+            duration: durations.get_or_create_owned(&labels),
+            labels,
+            by_class: Default::default(),
+        }
+    }
+
+    fn record(&self, class: usize, took: Duration, requests: &Family<RequestLabels, Counter>) {
+        let counter = self.by_class[class].get_or_init(|| {
+            requests.get_or_create_owned(&RequestLabels {
+                route: self.labels.clone(),
+                status_class: STATUS_CLASSES[class],
+            })
+        });
+        counter.inc();
+        self.duration.observe(took);
+    }
+}
+
 pub struct Metrics {
+    /// The handles `request` records into, found without allocating.
     series: RwLock<Series>,
-    deploys: RwLock<HashMap<(String, &'static str), u64>>,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Durations>,
+    deploys: Family<DeployLabels, Counter>,
+    /// Requests answered 429, by what the limit counted: ip, user, json.
+    rate_limited: [Counter; 3],
+    /// The families above, for encoding; what other modules own is read in `render`.
+    registry: prometheus_client::registry::Registry,
     /// The public and the admin listener's connections.
     pub public_connections: Arc<ConnectionStats>,
     pub admin_connections: Arc<ConnectionStats>,
-    /// Requests answered 429, by what the limit counted: ip, user, json.
-    rate_limited: [AtomicU64; 3],
 }
 
-impl RouteSeries {
-    fn record(&self, status: u16, took: Duration) {
-        let class = usize::from((status / 100).clamp(1, 5) - 1);
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let requests = Family::default();
+        let durations = Family::default();
+        let deploys = Family::default();
+        let rate_limited_family = Family::<RateLimitLabels, Counter>::default();
+        let rate_limited = RATE_LIMIT_KEYS
+            .map(|limit_by| rate_limited_family.get_or_create_owned(&RateLimitLabels { limit_by }));
+        // The encoder adds `_total` to counters and a full stop to the help.
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register(
+            "berth_requests",
+            "Requests answered, by component version, route template and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "berth_request_duration_seconds",
+            "Time from receiving a request to answering it",
+            durations.clone(),
+        );
+        registry.register("berth_deploys", "Deploys by outcome", deploys.clone());
+        registry.register(
+            "berth_rate_limited",
+            "Requests answered 429 by a rate limit",
+            rate_limited_family,
+        );
+        Metrics {
+            series: RwLock::default(),
+            requests,
+            durations,
+            deploys,
+            rate_limited,
+            registry,
+            public_connections: Arc::default(),
+            admin_connections: Arc::default(),
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -148,25 +302,33 @@ impl Metrics {
         status: u16,
         took: Duration,
     ) {
-        let record = |v: &VersionSeries, r: &RouteSeries| {
-            v.window.record(epoch_seconds(), status >= 500);
-            r.record(status, took);
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        let record = |window: &Window, r: &RouteSeries| {
+            window.record(epoch_seconds(), status >= 500);
+            r.record(class, took, &self.requests);
         };
         if let Ok(series) = self.series.read()
             && let Some(v) = series.get(component).and_then(|c| c.get(version))
             && let Some(r) = v.routes.get(route)
         {
-            return record(v, r);
+            return record(&v.window, r);
         }
         // First request of this series: created under the write lock, once.
         if let Ok(mut series) = self.series.write() {
-            let v = series
+            let VersionSeries { window, routes } = series
                 .entry(component.to_owned())
                 .or_default()
                 .entry(version.to_owned())
                 .or_default();
-            v.routes.entry(route.to_owned()).or_default();
-            record(v, &v.routes[route]);
+            let r = routes.entry(route.to_owned()).or_insert_with(|| {
+                let labels = RouteLabels {
+                    component: component.into(),
+                    version: version.into(),
+                    route: route.into(),
+                };
+                RouteSeries::new(labels, &self.durations)
+            });
+            record(window, r);
         }
     }
 
@@ -188,158 +350,87 @@ impl Metrics {
             .iter()
             .position(|k| *k == limit_by)
             .unwrap_or(0);
-        self.rate_limited[i].fetch_add(1, Ordering::Relaxed);
+        self.rate_limited[i].inc();
     }
 
     pub fn deploy(&self, component: &str, outcome: &'static str) {
-        if let Ok(mut deploys) = self.deploys.write() {
-            *deploys.entry((component.to_owned(), outcome)).or_default() += 1;
-        }
+        let labels = DeployLabels {
+            component: component.to_owned(),
+            outcome,
+        };
+        self.deploys.get_or_create(&labels).inc();
     }
 
     /// Everything in the Prometheus text format.
     pub fn render(&self, registry: &Registry) -> String {
         let mut out = String::new();
-        let Ok(series) = self.series.read() else {
-            return out;
-        };
-        // (labels, series) for every route series, in a stable order.
-        let mut routes: Vec<(String, &RouteSeries)> = series
-            .iter()
-            .flat_map(|(component, versions)| {
-                versions.iter().flat_map(move |(version, v)| {
-                    v.routes.iter().map(move |(route, r)| {
-                        let labels = format!(
-                            "component=\"{}\",version=\"{}\",route=\"{}\"",
-                            escape(component),
-                            escape(version),
-                            escape(route)
-                        );
-                        (labels, r)
-                    })
-                })
-            })
-            .collect();
-        routes.sort_by(|a, b| a.0.cmp(&b.0));
-        out.push_str("# HELP berth_requests_total Requests answered, by component version, route template and status class.\n# TYPE berth_requests_total counter\n");
-        for (labels, series) in &routes {
-            for (i, n) in series.by_class.iter().enumerate() {
-                let n = n.load(Ordering::Relaxed);
-                if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "berth_requests_total{{{labels},status_class=\"{}xx\"}} {n}",
-                        i + 1
-                    );
-                }
-            }
+        let scraped = self.scrape(registry);
+        let encoded = prometheus_text::encode(&mut out, &self.registry)
+            .and_then(|()| prometheus_text::encode(&mut out, &scraped));
+        // Writing to a `String` cannot fail, so an error is the encoder's own: serve what it
+        // wrote rather than nothing.
+        if encoded.is_err() {
+            tracing::warn!("encoding /metrics failed; the page is partial");
         }
-        out.push_str("# HELP berth_request_duration_seconds Time from receiving a request to answering it.\n# TYPE berth_request_duration_seconds histogram\n");
-        for (l, series) in &routes {
-            for (bound, bucket) in BUCKETS.iter().zip(&series.buckets) {
-                let _ = writeln!(
-                    out,
-                    "berth_request_duration_seconds_bucket{{{l},le=\"{bound}\"}} {}",
-                    bucket.load(Ordering::Relaxed)
-                );
-            }
-            let count = series.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "berth_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "berth_request_duration_seconds_sum{{{l}}} {}",
-                series.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(out, "berth_request_duration_seconds_count{{{l}}} {count}");
+        out
+    }
+
+    /// The gauges and counters of state other modules own, read now: each component's
+    /// permits and each listener's connection counts.
+    fn scrape(&self, registry: &Registry) -> prometheus_client::registry::Registry {
+        let active = Family::<ComponentLabels, CountGauge>::default();
+        let limit = Family::<ComponentLabels, CountGauge>::default();
+        for slot in registry.iter() {
+            let labels = ComponentLabels {
+                component: slot.id.clone(),
+            };
+            let max = slot.stable().limits.max_concurrency;
+            let running = (max as usize).saturating_sub(slot.permits.available_permits());
+            active.get_or_create(&labels).set(running as u64);
+            limit.get_or_create(&labels).set(u64::from(max));
         }
-        out.push_str(
-            "# HELP berth_deploys_total Deploys by outcome.\n# TYPE berth_deploys_total counter\n",
-        );
-        if let Ok(deploys) = self.deploys.read() {
-            for ((component, outcome), n) in deploys.iter() {
-                let _ = writeln!(
-                    out,
-                    "berth_deploys_total{{component=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(component)
-                );
-            }
-        }
-        out.push_str("# HELP berth_instances_active Invocations running now.\n# TYPE berth_instances_active gauge\n");
-        let mut slots: Vec<_> = registry.iter().collect();
-        slots.sort_by(|a, b| a.id.cmp(&b.id));
-        for slot in &slots {
-            let limit = slot.stable().limits.max_concurrency as usize;
-            let active = limit.saturating_sub(slot.permits.available_permits());
-            let _ = writeln!(
-                out,
-                "berth_instances_active{{component=\"{}\"}} {active}",
-                escape(&slot.id)
-            );
-        }
-        out.push_str("# HELP berth_concurrency_limit Invocations a component may run at once.\n# TYPE berth_concurrency_limit gauge\n");
-        for slot in &slots {
-            let _ = writeln!(
-                out,
-                "berth_concurrency_limit{{component=\"{}\"}} {}",
-                escape(&slot.id),
-                slot.stable().limits.max_concurrency
-            );
-        }
-        let listeners = [
+        let open = Family::<ListenerLabels, CountGauge>::default();
+        let refused = Family::<ListenerLabels, Counter>::default();
+        let closed = Family::<ClosedLabels, Counter>::default();
+        for (listener, stats) in [
             ("public", &self.public_connections),
             ("admin", &self.admin_connections),
-        ];
-        out.push_str("# HELP berth_connections_open Connections open now.\n# TYPE berth_connections_open gauge\n");
-        for (listener, stats) in listeners {
-            let _ = writeln!(
-                out,
-                "berth_connections_open{{listener=\"{listener}\"}} {}",
-                stats.open.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP berth_connections_refused_total Connections refused because the listener had max_connections open.\n# TYPE berth_connections_refused_total counter\n");
-        for (listener, stats) in listeners {
-            let _ = writeln!(
-                out,
-                "berth_connections_refused_total{{listener=\"{listener}\"}} {}",
-                stats.refused.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP berth_connections_closed_total Connections the host closed for a bound: headers too slow, or idle.\n# TYPE berth_connections_closed_total counter\n");
-        for (listener, stats) in listeners {
+        ] {
+            let labels = ListenerLabels { listener };
+            open.get_or_create(&labels)
+                .set(stats.open.load(Ordering::Relaxed));
+            refused
+                .get_or_create(&labels)
+                .inc_by(stats.refused.load(Ordering::Relaxed));
             for (reason, n) in [
                 ("header_timeout", &stats.header_timeouts),
                 ("idle", &stats.idle_closed),
             ] {
-                let _ = writeln!(
-                    out,
-                    "berth_connections_closed_total{{listener=\"{listener}\",reason=\"{reason}\"}} {}",
-                    n.load(Ordering::Relaxed)
-                );
+                closed
+                    .get_or_create(&ClosedLabels { listener, reason })
+                    .inc_by(n.load(Ordering::Relaxed));
             }
         }
-        out.push_str("# HELP berth_rate_limited_total Requests answered 429 by a rate limit.\n# TYPE berth_rate_limited_total counter\n");
-        for (key, n) in RATE_LIMIT_KEYS.iter().zip(&self.rate_limited) {
-            let _ = writeln!(
-                out,
-                "berth_rate_limited_total{{limit_by=\"{key}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
-        out
+        let mut scraped = prometheus_client::registry::Registry::default();
+        scraped.register("berth_instances_active", "Invocations running now", active);
+        scraped.register(
+            "berth_concurrency_limit",
+            "Invocations a component may run at once",
+            limit,
+        );
+        scraped.register("berth_connections_open", "Connections open now", open);
+        scraped.register(
+            "berth_connections_refused",
+            "Connections refused because the listener had max_connections open",
+            refused,
+        );
+        scraped.register(
+            "berth_connections_closed",
+            "Connections the host closed for a bound: headers too slow, or idle",
+            closed,
+        );
+        scraped
     }
-}
-
-const RATE_LIMIT_KEYS: [&str; 3] = ["ip", "user", "json"];
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -371,5 +462,47 @@ mod tests {
         let (requests, errors) = metrics.rates("order", "abc");
         assert!((requests - 3.0 / 60.0).abs() < 1e-9, "{requests}");
         assert!((errors - 1.0 / 60.0).abs() < 1e-9, "{errors}");
+    }
+
+    #[test]
+    fn exposition_keeps_names_and_types_and_reads_connections_at_each_scrape() {
+        let metrics = Metrics::default();
+        metrics.request("order", "abc", "/say \"hi\"", 302, Duration::from_millis(1));
+        metrics.request("order", "abc", "/say \"hi\"", 302, Duration::from_secs(6));
+        metrics.rate_limited("user");
+        metrics.public_connections.open.store(3, Ordering::Relaxed);
+        metrics
+            .public_connections
+            .refused
+            .store(2, Ordering::Relaxed);
+        metrics
+            .admin_connections
+            .idle_closed
+            .store(1, Ordering::Relaxed);
+        let registry = Registry::default();
+        // A second scrape must not add the connection counts up again.
+        metrics.render(&registry);
+        let text = metrics.render(&registry);
+        for line in [
+            "# TYPE berth_requests_total counter",
+            "# TYPE berth_request_duration_seconds histogram",
+            "# TYPE berth_connections_open gauge",
+            "# TYPE berth_connections_closed_total counter",
+            r#"berth_requests_total{component="order",version="abc",route="/say \"hi\"",status_class="3xx"} 2"#,
+            r#"berth_request_duration_seconds_bucket{component="order",version="abc",route="/say \"hi\"",le="0.001"} 1"#,
+            r#"berth_request_duration_seconds_bucket{component="order",version="abc",route="/say \"hi\"",le="5"} 1"#,
+            r#"berth_request_duration_seconds_bucket{component="order",version="abc",route="/say \"hi\"",le="+Inf"} 2"#,
+            r#"berth_request_duration_seconds_sum{component="order",version="abc",route="/say \"hi\""} 6.001"#,
+            r#"berth_request_duration_seconds_count{component="order",version="abc",route="/say \"hi\""} 2"#,
+            r#"berth_rate_limited_total{limit_by="ip"} 0"#,
+            r#"berth_rate_limited_total{limit_by="user"} 1"#,
+            r#"berth_connections_open{listener="public"} 3"#,
+            r#"berth_connections_refused_total{listener="public"} 2"#,
+            r#"berth_connections_closed_total{listener="admin",reason="idle"} 1"#,
+            r#"berth_connections_closed_total{listener="public",reason="header_timeout"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        assert!(!text.contains("status_class=\"2xx\""), "{text}");
     }
 }

@@ -76,7 +76,7 @@ pub async fn invoke(
                     };
                     return invocation::finish(&mut store, outcome).await.map(drop);
                 }
-                Ok(Err(e)) => invocation::classify(e, &limits),
+                Ok(Err(e)) => invocation::classify(e, &limits, store.data().limits.exceeded),
                 Err(_) => Failure::Timeout(limits.timeout.as_millis()),
             };
             tracing::warn!(component = %component, trace_id = %trace_id, "invocation {failure}");

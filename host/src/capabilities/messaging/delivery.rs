@@ -7,9 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::backoff::REDELIVERY;
 use super::subject::matches_any;
 use super::{Bus, Delivery, Message, Responder, SubscribeOptions, Subscription, outbox};
 use crate::capabilities::sql::Database;
@@ -18,20 +20,9 @@ use crate::components::invocation::{self, Failure};
 use crate::engine::Engine;
 use crate::state::Finished;
 
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Time a delivery may stay unsettled beyond the handler's deadline before the bus hands
 /// it out again.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
-
-/// The wait before delivery `attempt + 1`: doubling from 200 ms up to 30 s, with jitter
-/// (a random point in the upper half) so retries of a burst do not arrive together.
-pub fn backoff(attempt: u32) -> Duration {
-    let full = FIRST_RETRY
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(MAX_RETRY);
-    full.mul_f64(rand::random_range(0.5..=1.0))
-}
 
 /// One component's consumer group.
 pub struct Consumer {
@@ -61,11 +52,11 @@ impl Consumer {
             .await
     }
 
-    /// Delivers until `stop` turns true; deliveries already running finish on their own.
+    /// Delivers until `stop` is cancelled; deliveries already running finish on their own.
     /// Without a `first` subscription (the bus was unreachable at start) it keeps trying.
-    pub async fn run(self, first: Option<Box<dyn Subscription>>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, first: Option<Box<dyn Subscription>>, stop: CancellationToken) {
         let this = Arc::new(self);
-        let mut wait = Duration::from_millis(200);
+        let mut waits = super::backoff::RECONNECT.waits();
         let mut subscription = match first {
             Some(s) => s,
             None => loop {
@@ -73,11 +64,11 @@ impl Consumer {
                     Ok(s) => break s,
                     Err(e) => {
                         tracing::warn!(component = %this.slot.id, group = %this.group, "cannot subscribe yet: {e}");
+                        let wait = waits.next().unwrap_or(Duration::from_secs(5));
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
-                            _ = super::stopped(&mut stop) => return,
+                            () = stop.cancelled() => return,
                         }
-                        wait = (wait * 2).min(Duration::from_secs(5));
                     }
                 }
             },
@@ -86,14 +77,14 @@ impl Consumer {
         loop {
             let delivery = tokio::select! {
                 d = subscription.next() => d,
-                _ = super::stopped(&mut stop) => return,
+                () = stop.cancelled() => return,
             };
             let Some(delivery) = delivery else {
                 return;
             };
             let permit = tokio::select! {
                 p = this.slot.permits.clone().acquire_owned() => p,
-                _ = super::stopped(&mut stop) => return,
+                () = stop.cancelled() => return,
             };
             let Ok(permit) = permit else {
                 return;
@@ -138,14 +129,14 @@ impl Consumer {
                     tracing::info!("already handled; acknowledged without running again");
                     settle.ack().await
                 }
-                Ok(Finished::RolledBack) => settle.retry(backoff(attempt)).await,
+                Ok(Finished::RolledBack) => settle.retry(REDELIVERY.after(attempt)).await,
                 Err(failure) if attempt >= self.max_attempts => {
                     let error = format!("component `{}` {failure}", self.slot.id);
                     tracing::error!("{error}; dead-lettered after {attempt} attempts");
                     settle.dead_letter(&error).await
                 }
                 Err(failure) => {
-                    let delay = backoff(attempt);
+                    let delay = REDELIVERY.after(attempt);
                     tracing::warn!(
                         "component `{}` {failure}; retrying in {} ms",
                         self.slot.id,

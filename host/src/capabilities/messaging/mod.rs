@@ -16,6 +16,7 @@
 //! handed to each subscribing group ([`delivery`]), whose handler runs in a transaction that
 //! also records the message id in its inbox.
 
+pub mod backoff;
 pub mod delivery;
 pub(crate) mod embedded;
 mod host;
@@ -156,9 +157,4 @@ pub(crate) fn printable(body: &[u8]) -> String {
             base64::engine::general_purpose::STANDARD.encode(body)
         }
     }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }

@@ -32,8 +32,6 @@ const DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long one pull request waits on the server for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// `dead_letters` shows the most recent ones only.
 const DEAD_LETTERS_SHOWN: u64 = 1000;
 /// Dead letter reads in flight at once.
@@ -593,7 +591,7 @@ async fn pull_loop(
     let name = config.durable_name.clone().unwrap_or_default();
     let mut connections = shared.connections.subscribe();
     let mut consumer = Some(consumer);
-    let mut backoff = FIRST_BACKOFF;
+    let mut waits = super::backoff::RECONNECT.waits();
     let mut failing = false;
     loop {
         if sender.is_closed() {
@@ -620,7 +618,7 @@ async fn pull_loop(
                     tracing::info!(consumer = %name, "NATS: pulling messages again");
                     failing = false;
                 }
-                backoff = FIRST_BACKOFF;
+                waits = super::backoff::RECONNECT.waits();
             }
             Err(e) => {
                 consumer = None;
@@ -630,13 +628,13 @@ async fn pull_loop(
                     tracing::warn!(consumer = %name, "NATS: cannot pull: {e}; retrying");
                     failing = true;
                 }
+                let wait = waits.next().unwrap_or(Duration::from_secs(5));
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     // Back as soon as NATS is.
                     Ok(()) = connections.changed() => {}
                     _ = sender.closed() => return,
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

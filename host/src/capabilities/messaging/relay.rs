@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use super::{Bus, outbox};
+use super::{Bus, backoff, outbox};
 use crate::capabilities::sql::Database;
 
 const SWEEP: Duration = Duration::from_secs(1);
 const BATCH: usize = 256;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Relay {
@@ -25,9 +25,9 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Runs until `stop` turns true, after a last pass so committed messages leave promptly.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(100);
+    /// Runs until `stop` is cancelled, after a last pass so committed messages leave promptly.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut waits = backoff::RECONNECT.waits();
         let mut failing = false;
         let mut pruned = Instant::now() - PRUNE_EVERY;
         loop {
@@ -37,7 +37,7 @@ impl Relay {
                         tracing::info!(component = %self.component, "relay: the bus accepts messages again");
                         failing = false;
                     }
-                    backoff = Duration::from_millis(100);
+                    waits = backoff::RECONNECT.waits();
                     if moved > 0 {
                         tracing::debug!(component = %self.component, moved, "relay: published");
                     }
@@ -47,11 +47,11 @@ impl Relay {
                         tracing::warn!(component = %self.component, "relay: {e}; messages wait in the outbox and are retried");
                         failing = true;
                     }
+                    let wait = waits.next().unwrap_or(Duration::from_secs(5));
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = super::stopped(&mut stop) => return,
+                        _ = tokio::time::sleep(wait) => {}
+                        () = stop.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             }
@@ -64,7 +64,7 @@ impl Relay {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(SWEEP) => {}
-                _ = super::stopped(&mut stop) => {
+                () = stop.cancelled() => {
                     let _ = self.drain().await;
                     return;
                 }

@@ -38,11 +38,7 @@ impl EnvProvider {
             let Some(path) = &self.dotenv_path else {
                 return Ok(HashMap::new());
             };
-            match std::fs::read_to_string(path) {
-                Ok(text) => Ok(parse_dotenv(&text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
-                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-            }
+            read_dotenv(path)
         });
         loaded.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
     }
@@ -61,24 +57,17 @@ impl Provider for EnvProvider {
     }
 }
 
-/// `KEY=value` lines; `#` comments, blank lines, `export ` prefixes and quotes as usual.
-fn parse_dotenv(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            if line.starts_with('#') {
-                return None;
-            }
-            let (key, value) = line.split_once('=')?;
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(value);
-            Some((key.trim().to_owned(), value.to_owned()))
-        })
+/// A dotenv file as `dotenvy` (and so Spin) reads it: `KEY=value` lines, `#` comments,
+/// `export`, quotes and escapes. A missing file is an empty one; a line that is not an
+/// assignment is an error naming the file, not a variable silently missing.
+fn read_dotenv(path: &std::path::Path) -> Result<HashMap<String, String>, String> {
+    let lines = match dotenvy::from_path_iter(path) {
+        Ok(lines) => lines,
+        Err(e) if e.not_found() => return Ok(HashMap::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    lines
+        .map(|line| line.map_err(|e| format!("{} is not a dotenv file: {e}", path.display())))
         .collect()
 }
 
@@ -88,13 +77,22 @@ mod tests {
 
     #[test]
     fn dotenv_lines_parse_like_shells_write_them() {
-        let vars = parse_dotenv(
-            "# comment\nSPIN_VARIABLE_A=1\nexport SPIN_VARIABLE_B=\"two words\"\n\nC = 'x'\nnot a line\n",
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "# comment\nSPIN_VARIABLE_A=1\nexport SPIN_VARIABLE_B=\"two words\"\n\nC='x'\n",
+        )
+        .unwrap();
+        let vars = read_dotenv(&path).unwrap();
         assert_eq!(vars["SPIN_VARIABLE_A"], "1");
         assert_eq!(vars["SPIN_VARIABLE_B"], "two words");
         assert_eq!(vars["C"], "x");
         assert_eq!(vars.len(), 3);
+        assert!(read_dotenv(&dir.path().join("absent")).unwrap().is_empty());
+        std::fs::write(&path, "A=1\nnot a line\n").unwrap();
+        let err = read_dotenv(&path).unwrap_err();
+        assert!(err.contains(".env"), "{err}");
     }
 
     #[tokio::test]
