@@ -11,24 +11,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::capabilities::http_inbound::auth::JwtVerifier;
 use wasmtime::component::Linker;
 
-use crate::capabilities::http_inbound::router::RoutePattern;
-use crate::capabilities::http_inbound::{Gateway, Target, server, short_digest};
-use crate::capabilities::http_outbound::{Chaining, LocalService};
-use crate::capabilities::messaging::delivery::{Consumer, Responders};
-use crate::capabilities::messaging::relay::Relay;
-use crate::capabilities::messaging::{self, Bus, Messaging, Responder};
+use crate::capabilities::messaging::{self, Bus, Messaging};
 use crate::capabilities::{key_value, sql, variables};
-use crate::components::loader::{self, Backends};
-use crate::components::{Registry, Slot};
 use crate::config::{App, ComponentConfig, RuntimeConfig};
 use crate::control::admin::Admin;
-use crate::control::deploy::Control;
+use crate::control::deployments::Deployments;
 use crate::control::reload::Reloader;
 use crate::engine::Engine;
+use crate::registry::loader::{self, Backends};
+use crate::registry::{Registry, Slot};
 use crate::state::InvocationState;
+use crate::triggers::events::delivery::Consumer;
+use crate::triggers::events::relay::Relay;
+use crate::triggers::http::auth::JwtVerifier;
+use crate::triggers::http::{Gateway, server};
 
 /// How long a stopping host lets open requests finish.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -104,15 +102,15 @@ pub struct Host {
     pub bus: Option<Arc<dyn Bus>>,
     /// Whether that bus is NATS (`[messaging] type = "nats"`), for the start-up banner.
     pub nats_bus: bool,
-    engine: Engine,
+    /// Every database, closed once the host has stopped serving, so its files are whole
+    /// (write-ahead log checkpointed) when `serve` returns.
+    databases: Vec<Arc<dyn sql::Database>>,
     gateway: Arc<Gateway>,
     admin: Arc<Admin>,
     /// Deployments: what `berth up --watch` deploys through.
-    pub control: Arc<Control>,
+    pub control: Arc<Deployments>,
     /// Applies an edited manifest's routes (`berth up --watch`).
     pub reloader: Arc<Reloader>,
-    /// Kept alive here: the messaging capability holds it weakly.
-    _responders: Arc<dyn Responder>,
 }
 
 fn load_config(options: &Options) -> anyhow::Result<(App, RuntimeConfig)> {
@@ -270,7 +268,7 @@ async fn load_components(
             loader::prepare(engine, linker, config, loader::read_source(config)?).await?;
         tracing::info!(
             component = %config.id,
-            digest = short_digest(&prepared.digest),
+            digest = crate::registry::http::short(&prepared.digest),
             cached = prepared.from_cache,
             took_ms = prepared.compile_time.as_millis() as u64,
             "compiled"
@@ -278,31 +276,11 @@ async fn load_components(
         loader::activate(prepared, config, backends).await
     })
     .await?;
-    Ok(Registry::new(
-        versions
-            .into_iter()
-            .map(|(id, version)| Slot::new(&id, version)),
-    ))
-}
-
-/// The gateway's routing table: each manifest route bound to its component's slot.
-pub(crate) fn targets(app: &App, registry: &Registry) -> Vec<(RoutePattern, Target)> {
-    app.routes
-        .iter()
-        .filter_map(|route| {
-            let slot = registry.get(&route.component)?.clone();
-            let config = &app.components[&route.component];
-            Some((
-                route.pattern.clone(),
-                Target::new(
-                    slot,
-                    &route.pattern,
-                    config.auth,
-                    config.public_routes.clone().into(),
-                ),
-            ))
-        })
-        .collect()
+    let slots = versions.into_iter().map(|(id, version)| {
+        let subscriptions = &app.components[&id].messaging.subscriptions;
+        Slot::new(&id, version, subscriptions)
+    });
+    Ok(Registry::new(engine.clone(), slots, app.max_request_bytes))
 }
 
 impl Host {
@@ -340,36 +318,19 @@ impl Host {
         } else {
             None
         };
-        let chaining = Arc::new(Chaining::default());
         let backends = Backends {
             databases,
             stores,
             variables,
             messaging: messaging.clone(),
-            chaining: chaining.clone(),
         };
         let registry = Arc::new(load_components(&app, &engine, &linker, &backends).await?);
         let metrics = Arc::new(crate::telemetry::Metrics::default());
-        let gateway = Arc::new(Gateway::new(
-            &app,
-            targets(&app, &registry),
-            registry.clone(),
-            engine.clone(),
-            jwt,
-            metrics.clone(),
-        ));
-        let local: Arc<dyn LocalService> = gateway.clone();
-        chaining.connect(Arc::downgrade(&local));
-        let responders: Arc<dyn Responder> = Arc::new(Responders {
-            engine: engine.clone(),
-            subscribers: subscribers(&app, &registry),
-        });
+        let gateway = Arc::new(Gateway::new(&app, registry.clone(), jwt, metrics.clone()));
         let bus = messaging.as_ref().map(|m| m.bus.clone());
-        if let Some(messaging) = &messaging {
-            messaging.set_responder(Arc::downgrade(&responders));
-        }
         let app = Arc::new(app);
         let admin_token = admin_token(&data_dir)?;
+        let every_database = backends.databases.values().cloned().collect();
         let databases = app
             .components
             .values()
@@ -380,7 +341,7 @@ impl Host {
                 })
             })
             .collect();
-        let control = Arc::new(Control::new(
+        let control = Arc::new(Deployments::new(
             app.clone(),
             registry.clone(),
             engine.clone(),
@@ -410,12 +371,11 @@ impl Host {
             registry,
             nats_bus: bus.is_some() && matches!(runtime.messaging, messaging::Config::Nats { .. }),
             bus,
-            engine,
+            databases: every_database,
             gateway,
             admin,
             control,
             reloader,
-            _responders: responders,
         })
     }
 
@@ -506,6 +466,9 @@ impl Host {
         );
         background.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+        for db in &self.databases {
+            db.close().await;
+        }
         Ok(())
     }
 
@@ -540,7 +503,7 @@ impl Host {
             if !config.messaging.subscriptions.is_empty() {
                 let consumer = Consumer {
                     slot: slot.clone(),
-                    engine: self.engine.clone(),
+                    registry: self.registry.clone(),
                     bus: bus.clone(),
                     group: config.messaging.consumer_group.clone(),
                     patterns: config.messaging.subscriptions.clone(),
@@ -566,20 +529,6 @@ impl Host {
 
 type Stop = CancellationToken;
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Every subscribing component with its subjects, for answering requests.
-fn subscribers(app: &App, registry: &Registry) -> Vec<(Vec<String>, Arc<Slot>)> {
-    app.components
-        .values()
-        .filter(|c| !c.messaging.subscriptions.is_empty())
-        .filter_map(|c| {
-            Some((
-                c.messaging.subscriptions.clone(),
-                registry.get(&c.id)?.clone(),
-            ))
-        })
-        .collect()
-}
 
 /// The admin token: `BERTH_ADMIN_TOKEN`, else the one kept in the data dir, else a new one;
 /// written to `<data-dir>/admin-token` (mode 0600) for the CLI to read.

@@ -1,5 +1,5 @@
 //! The one list of host interfaces, linked once per process. Which of them a component may
-//! use is decided when it loads (see `components::grants`), not here.
+//! use is decided when it loads (see `registry::grants`), not here.
 
 use wasmtime::component::Linker;
 

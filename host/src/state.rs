@@ -12,7 +12,6 @@ use crate::capabilities::http_outbound::OutboundHttp;
 use crate::capabilities::key_value::KvSession;
 use crate::capabilities::messaging::{MessagingSession, outbox};
 use crate::capabilities::sql::{SqlError, SqlSession};
-use crate::components::invocation::GuestLimits;
 
 pub struct InvocationState {
     pub table: ResourceTable,
@@ -90,5 +89,60 @@ impl InvocationState {
             self.sql.rollback().await;
         }
         result
+    }
+}
+
+/// The Store's resource limiter: a memory that would grow past the component's
+/// `memory_limit_mb` traps the guest, and says so, so a failure is classified by what
+/// happened rather than by the words of wasmtime's message.
+pub struct GuestLimits {
+    memory_bytes: usize,
+    /// Set when the guest asked for more memory than its limit.
+    pub exceeded: bool,
+}
+
+/// The trap of a guest that asked for more memory than its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the component asked for {desired} bytes of memory, over its limit of {limit}")]
+struct MemoryLimitExceeded {
+    desired: usize,
+    limit: usize,
+}
+
+impl GuestLimits {
+    pub fn new(memory_bytes: usize) -> GuestLimits {
+        GuestLimits {
+            memory_bytes,
+            exceeded: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.exceeded = true;
+            return Err(MemoryLimitExceeded {
+                desired,
+                limit: self.memory_bytes,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables are bounded by the pooling allocator's slots.
+        Ok(true)
     }
 }

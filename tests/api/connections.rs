@@ -231,7 +231,7 @@ async fn the_admin_listener_answers_while_the_public_one_is_flooded_with_work() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_connections_meets_the_cap_before_the_descriptor_limit() {
     ensure_built();
-    berth::capabilities::http_inbound::server::raise_descriptor_limit();
+    berth::triggers::http::server::raise_descriptor_limit();
     let data = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let mut command = berth_up(SHOP, data.path(), port, admin);

@@ -3,8 +3,6 @@
 use serde::Serialize;
 use spin_sdk::http::Response;
 
-use crate::request::Ctx;
-
 pub type ApiResult = Result<Response, ApiError>;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -75,12 +73,13 @@ impl ApiError {
         )
     }
 
-    pub fn into_response(self, ctx: &Ctx) -> Response {
+    /// The error as the API answers it, under the request's trace id.
+    pub fn into_response(self, trace_id: &str) -> Response {
         let mut error = serde_json::json!({ "code": self.code, "message": self.message });
         if !self.details.is_empty() {
             error["details"] = serde_json::json!(self.details);
         }
-        let body = serde_json::json!({ "error": error, "traceId": ctx.trace_id });
+        let body = serde_json::json!({ "error": error, "traceId": trace_id });
         let mut response = crate::json(self.status, &body);
         if let Some(allow) = self.allow {
             response.set_header("allow", allow);

@@ -20,7 +20,7 @@ pub fn serve(request: &Request, route: impl FnOnce(&Request, &Ctx) -> ApiResult)
     let ctx = Ctx::from_request(request);
     match route(request, &ctx) {
         Ok(response) => response,
-        Err(error) => error.into_response(&ctx),
+        Err(error) => error.into_response(&ctx.trace_id),
     }
 }
 

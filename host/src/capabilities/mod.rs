@@ -1,6 +1,5 @@
 //! Host capabilities, one module each: the WIT it serves, a small trait, its backends.
 
-pub mod http_inbound;
 pub mod http_outbound;
 pub mod key_value;
 pub mod messaging;

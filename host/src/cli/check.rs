@@ -14,7 +14,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         println!(
             "ok  {:<12} {}  imports WASI{}{}",
             c.id,
-            berth::capabilities::http_inbound::short_digest(&c.digest),
+            berth::registry::http::short(&c.digest),
             if platform.is_empty() { "" } else { ", " },
             platform.join(", ")
         );

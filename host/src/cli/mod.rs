@@ -170,7 +170,7 @@ struct ComponentArgs {
 
 /// `--canary`: the same rule the host applies (`CANARY_PERCENT`).
 fn canary_percent(value: &str) -> Result<u32, String> {
-    let range = berth::control::deploy::CANARY_PERCENT;
+    let range = berth::control::deployments::CANARY_PERCENT;
     value
         .parse::<u32>()
         .ok()

@@ -45,7 +45,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             println!(
                 "{:<18} {:<14} {:<9} {:<8} {:>8.2} {:>8.2}  {:<24} {}",
                 c["id"].as_str().unwrap_or_default(),
-                berth::capabilities::http_inbound::short_digest(digest),
+                berth::registry::http::short(digest),
                 v["state"].as_str().unwrap_or_default(),
                 format!("{}%", v["trafficPercent"]),
                 v["requestsPerSecond"].as_f64().unwrap_or_default(),

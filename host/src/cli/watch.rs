@@ -22,7 +22,7 @@ use notify::{
 use tokio::sync::mpsc;
 
 use berth::config::App;
-use berth::control::deploy::Control;
+use berth::control::deployments::Deployments;
 use berth::control::reload::Reloader;
 
 /// How long a component's files must stay quiet before it is rebuilt: an editor's save is
@@ -39,7 +39,7 @@ const SKIPPED: [&str; 4] = ["target", ".git", ".berth", "node_modules"];
 type Spec = (String, PathBuf, Vec<String>);
 
 /// Watches until the process ends, or says why it cannot.
-pub async fn run(app: Arc<App>, control: Arc<Control>, reloader: Arc<Reloader>) {
+pub async fn run(app: Arc<App>, control: Arc<Deployments>, reloader: Arc<Reloader>) {
     // Globs are relative to the component's build workdir, as in Spin.
     let specs: Vec<Spec> = app
         .components
@@ -97,7 +97,7 @@ async fn reload(reloader: &Arc<Reloader>) {
     }
 }
 
-async fn rebuild_and_deploy(app: &Arc<App>, control: &Control, id: &str) {
+async fn rebuild_and_deploy(app: &Arc<App>, control: &Deployments, id: &str) {
     eprintln!("berth: `{id}` changed; rebuilding");
     let Some(source) = app.components.get(id).map(|c| c.source.clone()) else {
         return;
@@ -125,7 +125,7 @@ async fn rebuild_and_deploy(app: &Arc<App>, control: &Control, id: &str) {
     match control.deploy(id, wasm.into(), None).await {
         Ok(deployed) => eprintln!(
             "berth: `{id}` now serves {} (deployed in {} ms)",
-            berth::capabilities::http_inbound::short_digest(&deployed.digest),
+            berth::registry::http::short(&deployed.digest),
             deployed.took_ms
         ),
         Err(e) => eprintln!("berth: {e}"),

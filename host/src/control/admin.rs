@@ -23,14 +23,14 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::capabilities::http_inbound::body::{self, BodyError, drain};
-use crate::capabilities::http_inbound::server::Handler;
-use crate::capabilities::http_inbound::{ApiError, Body, json, path};
 use crate::capabilities::messaging::Bus;
 use crate::capabilities::sql;
-use crate::components::loader::LoadError;
 use crate::config::App;
-use crate::control::deploy::{CANARY_PERCENT, Control, ControlError};
+use crate::control::deployments::{CANARY_PERCENT, DeployError, Deployments};
+use crate::registry::loader::LoadError;
+use crate::triggers::http::body::{self, BodyError, drain};
+use crate::triggers::http::server::Handler;
+use crate::triggers::http::{ApiError, Body, json, path};
 
 pub struct Admin {
     /// sha256 of the token: compared in constant time, never kept in the clear.
@@ -41,7 +41,7 @@ pub struct Admin {
     bus: Option<Arc<dyn Bus>>,
     /// The app as last (re)loaded: routes change with a manifest reload.
     app: Arc<arc_swap::ArcSwap<App>>,
-    control: Arc<Control>,
+    control: Arc<Deployments>,
     /// Where deploy uploads are received, a frame at a time, before they are compiled.
     uploads: PathBuf,
 }
@@ -52,7 +52,7 @@ impl Admin {
         databases: Vec<(String, String, Arc<dyn sql::Database>)>,
         bus: Option<Arc<dyn Bus>>,
         app: Arc<arc_swap::ArcSwap<App>>,
-        control: Arc<Control>,
+        control: Arc<Deployments>,
         data_dir: &std::path::Path,
     ) -> Admin {
         let uploads = data_dir.join("deployments").join("uploads");
@@ -152,26 +152,26 @@ impl Admin {
 }
 
 /// A control-plane failure as the admin API answers it.
-fn control_error(e: ControlError) -> ApiError {
+fn control_error(e: DeployError) -> ApiError {
     let message = e.to_string();
     match e {
-        ControlError::UnknownComponent(_) => {
+        DeployError::UnknownComponent(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "COMPONENT_NOT_FOUND", message)
         }
-        ControlError::Rejected {
+        DeployError::Rejected {
             reason: LoadError::NotAComponent(_),
             ..
         } => ApiError::new(StatusCode::BAD_REQUEST, "BAD_UPLOAD", message),
-        ControlError::BadCanary(_) => ApiError::new(StatusCode::BAD_REQUEST, "BAD_CANARY", message),
-        ControlError::Rejected { .. } => ApiError::new(
+        DeployError::BadCanary(_) => ApiError::new(StatusCode::BAD_REQUEST, "BAD_CANARY", message),
+        DeployError::Rejected { .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "COMPONENT_REJECTED",
             message,
         ),
-        ControlError::NoCanary(_) | ControlError::NothingToRollBack(_) => {
+        DeployError::NoCanary(_) | DeployError::NothingToRollBack(_) => {
             ApiError::new(StatusCode::CONFLICT, "NOTHING_TO_DO", message)
         }
-        ControlError::Persist(_) => {
+        DeployError::Persist(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "NOT_SAVED", message)
         }
     }
@@ -398,7 +398,7 @@ impl Handler for Admin {
 
 impl Admin {
     fn metrics(&self) -> Response<Body> {
-        let text = self.control.metrics.render(self.control.registry());
+        let text = self.control.metrics.render(self.control.registry().iter());
         let mut response = Response::new(
             http_body_util::Full::new(Bytes::from(text))
                 .map_err(|never| match never {})

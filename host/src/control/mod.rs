@@ -1,6 +1,6 @@
-//! The control plane: deployments ([`deploy`]), manifest reloads ([`reload`]), and the admin
-//! API that drives them, on its own listener, behind its own token.
+//! The control plane: deployments ([`deployments`]), manifest reloads ([`reload`]), and the
+//! admin API that drives them, on its own listener, behind its own token.
 
 pub mod admin;
-pub mod deploy;
+pub mod deployments;
 pub mod reload;

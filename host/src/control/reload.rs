@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::capabilities::http_inbound::Gateway;
-use crate::components::Registry;
 use crate::config::App;
+use crate::registry::Registry;
+use crate::triggers::http::Gateway;
 
 pub struct Reloader {
     manifest: PathBuf,
@@ -106,7 +106,6 @@ impl Reloader {
                 changed.join(", ")
             ));
         }
-        let targets = crate::host::targets(&app, &self.registry);
         if let Some(route) = app.routes.iter().find(|r| {
             self.registry
                 .get(&r.component)
@@ -117,8 +116,12 @@ impl Reloader {
                 route.pattern, route.component
             ));
         }
-        let count = targets.len();
-        self.gateway.set_routes(targets);
+        let count = app
+            .routes
+            .iter()
+            .filter(|r| !r.pattern.is_private())
+            .count();
+        self.gateway.set_routes(&app);
         self.app.store(Arc::new(app));
         *current = text;
         Ok(format!("routes reloaded: {count} routes"))

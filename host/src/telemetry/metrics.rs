@@ -35,8 +35,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use crate::capabilities::http_inbound::server::ConnectionStats;
-use crate::components::Registry;
+use crate::registry::Slot;
+use crate::triggers::http::server::ConnectionStats;
 
 /// Upper bounds of the duration buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -361,10 +361,10 @@ impl Metrics {
         self.deploys.get_or_create(&labels).inc();
     }
 
-    /// Everything in the Prometheus text format.
-    pub fn render(&self, registry: &Registry) -> String {
+    /// Everything in the Prometheus text format, with the instance gauges of `slots`.
+    pub fn render<'a>(&self, slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> String {
         let mut out = String::new();
-        let scraped = self.scrape(registry);
+        let scraped = self.scrape(slots);
         let encoded = prometheus_text::encode(&mut out, &self.registry)
             .and_then(|()| prometheus_text::encode(&mut out, &scraped));
         // Writing to a `String` cannot fail, so an error is the encoder's own: serve what it
@@ -377,10 +377,13 @@ impl Metrics {
 
     /// The gauges and counters of state other modules own, read now: each component's
     /// permits and each listener's connection counts.
-    fn scrape(&self, registry: &Registry) -> prometheus_client::registry::Registry {
+    fn scrape<'a>(
+        &self,
+        slots: impl IntoIterator<Item = &'a Arc<Slot>>,
+    ) -> prometheus_client::registry::Registry {
         let active = Family::<ComponentLabels, CountGauge>::default();
         let limit = Family::<ComponentLabels, CountGauge>::default();
-        for slot in registry.iter() {
+        for slot in slots {
             let labels = ComponentLabels {
                 component: slot.id.clone(),
             };
@@ -445,7 +448,7 @@ mod tests {
         metrics.request(c, "abc", "/api/...", 201, Duration::from_millis(30));
         metrics.request(c, "abc", "/api/...", 503, Duration::from_micros(100));
         metrics.deploy("order", "rejected");
-        let text = metrics.render(&Registry::default());
+        let text = metrics.render([]);
         let line = |needle: &str| {
             text.lines()
                 .find(|l| l.starts_with(needle))
@@ -479,10 +482,9 @@ mod tests {
             .admin_connections
             .idle_closed
             .store(1, Ordering::Relaxed);
-        let registry = Registry::default();
         // A second scrape must not add the connection counts up again.
-        metrics.render(&registry);
-        let text = metrics.render(&registry);
+        metrics.render([]);
+        let text = metrics.render([]);
         for line in [
             "# TYPE berth_requests_total counter",
             "# TYPE berth_request_duration_seconds histogram",

@@ -3,7 +3,7 @@
 //! client's request (its own sandbox, unit of work and trace), without touching the
 //! network. It is allowed only where `allowed_outbound_hosts` names the host, as in Spin.
 
-use std::sync::{OnceLock, Weak};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -12,49 +12,33 @@ use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 /// The internal host suffix Spin reserves for chaining.
 pub const INTERNAL_SUFFIX: &str = ".spin.internal";
 
-/// Serves a chained request; implemented by the gateway, which knows the components.
+/// Serves a chained request; implemented by the registry, which knows the components, and
+/// handed to each invocation's Store.
 #[async_trait::async_trait]
 pub trait LocalService: Send + Sync {
     async fn call(
-        &self,
+        self: Arc<Self>,
         component: &str,
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, String>;
 }
 
-/// The app's link to its own components, set once they are loaded.
-#[derive(Default)]
-pub struct Chaining {
-    /// Weak: the components hold this.
-    local: OnceLock<Weak<dyn LocalService>>,
-}
-
-impl Chaining {
-    pub fn connect(&self, local: Weak<dyn LocalService>) {
-        let _ = self.local.set(local);
-    }
-
-    pub async fn send(
-        &self,
-        component: &str,
-        request: http::Request<WasiBody>,
-    ) -> Result<http::Response<WasiBody>, HttpError> {
-        let internal = |m: String| HttpError::InternalError(Some(m));
-        let local = self
-            .local
-            .get()
-            .and_then(Weak::upgrade)
-            .ok_or_else(|| internal("the host is not serving components yet".into()))?;
-        let (parts, body) = request.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| internal(format!("cannot read the request body: {e:?}")))?
-            .to_bytes();
-        let response = local
-            .call(component, http::Request::from_parts(parts, body))
-            .await
-            .map_err(internal)?;
-        Ok(response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync()))
-    }
+/// Sends a guest's request to `component` in this process.
+pub async fn send(
+    local: Arc<dyn LocalService>,
+    component: &str,
+    request: http::Request<WasiBody>,
+) -> Result<http::Response<WasiBody>, HttpError> {
+    let internal = |m: String| HttpError::InternalError(Some(m));
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| internal(format!("cannot read the request body: {e:?}")))?
+        .to_bytes();
+    let response = local
+        .call(component, http::Request::from_parts(parts, body))
+        .await
+        .map_err(internal)?;
+    Ok(response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync()))
 }

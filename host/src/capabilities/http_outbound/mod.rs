@@ -14,7 +14,7 @@
 
 mod chaining;
 
-pub use chaining::{Chaining, INTERNAL_SUFFIX, LocalService};
+pub use chaining::{INTERNAL_SUFFIX, LocalService};
 
 use std::fmt;
 use std::sync::Arc;
@@ -60,15 +60,6 @@ impl AllowedHosts {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Whether any entry names a `*.spin.internal` host, so the component chains.
-    pub fn chains(&self) -> bool {
-        self.entries.iter().any(|e| match &e.host {
-            HostPattern::Exact(h) => h.ends_with(INTERNAL_SUFFIX),
-            HostPattern::Subdomains(s) => s == INTERNAL_SUFFIX,
-            HostPattern::Any => false,
-        })
     }
 
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
@@ -222,8 +213,8 @@ pub struct OutboundHttp {
     pub allowed: Arc<AllowedHosts>,
     /// The invocation's trace context, sent with every request it makes.
     pub traceparent: HeaderValue,
-    /// Present when the allow-list names a `*.spin.internal` host.
-    pub chaining: Option<Arc<Chaining>>,
+    /// Serves `http://<component>.spin.internal`, where the allow-list names it.
+    pub local: Arc<dyn LocalService>,
 }
 
 impl OutboundHttp {
@@ -282,14 +273,11 @@ impl WasiHttpHooks for OutboundHttp {
             .to_ascii_lowercase();
         if let Some(component) = host.strip_suffix(INTERNAL_SUFFIX) {
             let component = component.to_owned();
-            let chaining = self.chaining.clone();
+            let local = self.local.clone();
             let span = tracing::info_span!("http.chained", component = %self.component, target = %component);
             return Box::new(tracing::Instrument::instrument(
                 async move {
-                    let chaining = chaining.ok_or_else(|| {
-                        HttpError::InternalError(Some("service chaining is not enabled".into()))
-                    })?;
-                    let response = chaining.send(&component, request).await?;
+                    let response = chaining::send(local, &component, request).await?;
                     Ok((
                         response,
                         Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>,
@@ -366,6 +354,20 @@ mod tests {
         }
     }
 
+    /// An app with no components to chain to.
+    struct Nowhere;
+
+    #[async_trait::async_trait]
+    impl LocalService for Nowhere {
+        async fn call(
+            self: Arc<Self>,
+            component: &str,
+            _request: http::Request<bytes::Bytes>,
+        ) -> Result<http::Response<bytes::Bytes>, String> {
+            Err(format!("no component `{component}` here"))
+        }
+    }
+
     #[test]
     fn denial_names_the_host_and_the_entry_to_add() {
         let hooks = OutboundHttp {
@@ -374,7 +376,7 @@ mod tests {
             traceparent: HeaderValue::from_static(
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
-            chaining: None,
+            local: Arc::new(Nowhere),
         };
         let denied = hooks
             .check(&"https://api.stripe.com/v1/charges".parse().unwrap())

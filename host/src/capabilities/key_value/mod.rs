@@ -8,9 +8,9 @@
 //!
 //! Like databases, a store label is granted to one component only.
 
-mod host;
 mod memory;
 mod sqlite;
+mod wit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use host::{KeyValue, KeyValueView, KvSession, StoreHandle};
+pub use wit::{KeyValue, KeyValueView, KvSession, StoreHandle};
 
 #[derive(Debug, thiserror::Error)]
 #[error("key-value store unavailable: {0}")]

@@ -17,13 +17,11 @@
 //! also records the message id in its inbox.
 
 pub mod backoff;
-pub mod delivery;
 pub(crate) mod embedded;
-mod host;
 pub(crate) mod nats;
 pub mod outbox;
-pub mod relay;
 pub mod subject;
+mod wit;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use host::{Messaging, MessagingCapability, MessagingSession, MessagingView, Responder};
+pub use wit::{Messaging, MessagingCapability, MessagingSession, MessagingView, Responder};
 
 /// One message on the bus.
 #[derive(Debug, Clone, PartialEq)]

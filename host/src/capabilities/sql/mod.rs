@@ -10,11 +10,11 @@
 //! life, and everything it writes is one transaction ([`unit_of_work`]), committed when the
 //! invocation succeeds.
 
-mod host;
 pub mod known;
 pub mod migrate;
 pub(crate) mod sqlite;
 pub mod unit_of_work;
+mod wit;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use host::{ConnectionHandle, Sql, SqlSession, SqlView};
+pub use wit::{ConnectionHandle, Sql, SqlSession, SqlView};
 
 /// A value crossing the boundary, as SQLite's five storage classes.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +61,8 @@ pub trait Database: Send + Sync {
     async fn ping(&self) -> Result<(), SqlError>;
     /// Where the data lives, for messages: a file path.
     fn location(&self) -> String;
+    /// Closes every connection, once nothing will use the database again.
+    async fn close(&self);
 }
 
 #[async_trait::async_trait]

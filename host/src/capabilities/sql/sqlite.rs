@@ -160,6 +160,10 @@ impl Database for SqliteDatabase {
     fn location(&self) -> String {
         self.health.path.display().to_string()
     }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 struct SqliteConnection {

@@ -12,8 +12,7 @@
 
 mod env;
 mod generated;
-mod host;
-mod template;
+mod wit;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,8 +20,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use host::{Variables, VariablesView};
-pub use template::Template;
+pub use crate::config::Template;
+pub use wit::{Variables, VariablesView};
 
 use crate::config::App;
 

@@ -11,8 +11,6 @@
 pub mod auth;
 pub mod body;
 pub mod cors;
-mod dispatch;
-mod errors;
 pub mod path;
 pub mod rate_limit;
 pub mod router;
@@ -30,39 +28,20 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tracing::Instrument as _;
 
-use crate::capabilities::http_outbound::LocalService;
-use crate::components::invocation::Failure;
-use crate::components::{Registry, Slot};
 use crate::config::App;
 use crate::config::berth::Auth;
-use crate::engine::Engine;
+use crate::registry::http::{
+    REQUEST_ID, RequestIds, TRACEPARENT, USER_ID_HEADER, VERSION_HEADER, failure_response,
+    strip_host_headers,
+};
+use crate::registry::{Registry, Slot};
 use crate::telemetry::TraceContext;
 use auth::JwtVerifier;
 use cors::Cors;
 use rate_limit::{Limited, RateLimits, Standing};
 use router::{RouteMatch, RoutePattern, Router};
 
-pub use dispatch::short as short_digest;
-pub use errors::{ApiError, json};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body of every response the gateway sends.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-/// Carries the verified user id to the component; never taken from a client.
-pub const USER_ID_HEADER: HeaderName = HeaderName::from_static("x-berth-user-id");
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// Who a request is, formatted once: for logs, error bodies, the guest's headers, the
-/// response, and every outbound call the guest makes.
-pub struct RequestIds {
-    pub request_id: HeaderValue,
-    /// 32 hex digits.
-    pub trace_id: Arc<str>,
-    /// This hop's W3C `traceparent`.
-    pub traceparent: HeaderValue,
-}
+pub use crate::response::{ApiError, Body, BoxError, json};
 
 /// Where a route leads, resolved at load.
 pub struct Target {
@@ -107,12 +86,31 @@ impl Target {
     }
 }
 
+/// The routing table: each manifest route bound to its component's slot.
+fn routes(app: &App, registry: &Registry) -> Vec<(RoutePattern, Target)> {
+    app.routes
+        .iter()
+        .filter_map(|route| {
+            let slot = registry.get(&route.component)?.clone();
+            let config = &app.components[&route.component];
+            Some((
+                route.pattern.clone(),
+                Target::new(
+                    slot,
+                    &route.pattern,
+                    config.auth,
+                    config.public_routes.clone().into(),
+                ),
+            ))
+        })
+        .collect()
+}
+
 pub struct Gateway {
     /// Swapped whole when the manifest's routes are reloaded.
     router: arc_swap::ArcSwap<Router<Target>>,
-    /// Every component, for chained requests (`http://<id>.spin.internal`).
-    components: Arc<Registry>,
-    engine: Engine,
+    /// Where every invocation goes.
+    registry: Arc<Registry>,
     jwt: Option<JwtVerifier>,
     max_request_bytes: u64,
     /// To receive a whole request body; then 408.
@@ -143,9 +141,7 @@ struct Routed {
 impl Gateway {
     pub fn new(
         app: &App,
-        routes: Vec<(RoutePattern, Target)>,
-        components: Arc<Registry>,
-        engine: Engine,
+        registry: Arc<Registry>,
         jwt: Option<JwtVerifier>,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Gateway {
@@ -167,9 +163,8 @@ impl Gateway {
             })
             .collect();
         Gateway {
-            router: arc_swap::ArcSwap::from_pointee(Router::new(routes)),
-            components,
-            engine,
+            router: arc_swap::ArcSwap::from_pointee(Router::new(routes(app, &registry))),
+            registry,
             jwt,
             max_request_bytes: app.max_request_bytes,
             body_timeout: app.connections.body_timeout,
@@ -180,9 +175,11 @@ impl Gateway {
         }
     }
 
-    /// Replaces the routing table in one swap; requests already routed keep their target.
-    pub fn set_routes(&self, routes: Vec<(RoutePattern, Target)>) {
-        self.router.store(Arc::new(Router::new(routes)));
+    /// Replaces the routing table with `app`'s routes in one swap; requests already routed
+    /// keep their target.
+    pub fn set_routes(&self, app: &App) {
+        self.router
+            .store(Arc::new(Router::new(routes(app, &self.registry))));
     }
 
     pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
@@ -240,7 +237,7 @@ impl Gateway {
         }
         let version = response
             .headers()
-            .get(dispatch::VERSION_HEADER)
+            .get(VERSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         self.metrics.request(
@@ -369,7 +366,7 @@ impl Gateway {
             },
         );
         let request = Request::from_parts(parts, Full::new(body));
-        dispatch::invoke(&self.engine, &target.slot, request, ids)
+        crate::registry::http::invoke(&self.registry, &target.slot, request, ids)
             .await
             .map_err(|failure| failure_response(failure, &target.slot.id))
     }
@@ -460,66 +457,6 @@ impl Gateway {
     }
 }
 
-#[async_trait::async_trait]
-impl LocalService for Gateway {
-    /// A chained request: no gateway auth (the caller is inside the app), the caller's
-    /// trace continued, the callee's failures answered as the JSON errors a client gets.
-    async fn call(
-        &self,
-        component: &str,
-        request: Request<Bytes>,
-    ) -> Result<Response<Bytes>, String> {
-        let slot = self
-            .components
-            .get(component)
-            .filter(|s| s.stable().http.is_some())
-            .ok_or_else(|| {
-                format!("no component `{component}` serves HTTP in this app (called as http://{component}.spin.internal)")
-            })?;
-        if request.body().len() as u64 > self.max_request_bytes {
-            return Err(format!(
-                "the request body is larger than the limit of {} bytes",
-                self.max_request_bytes
-            ));
-        }
-        let trace = TraceContext::continue_or_start(
-            request
-                .headers()
-                .get(TRACEPARENT)
-                .map(HeaderValue::as_bytes),
-        );
-        let ids = RequestIds {
-            request_id: crate::telemetry::request_id(),
-            trace_id: trace.trace_id_hex().into(),
-            traceparent: trace.header(),
-        };
-        let span = tracing::info_span!(
-            "chained",
-            component,
-            path = %request.uri().path(),
-            version = tracing::field::Empty,
-            trace_id = %ids.trace_id,
-        );
-        let (mut parts, body) = request.into_parts();
-        chained_headers(&mut parts, &ids);
-        let request = Request::from_parts(parts, Full::new(body));
-        let response = match dispatch::invoke(&self.engine, slot, request, &ids)
-            .instrument(span)
-            .await
-        {
-            Ok(response) => response,
-            Err(failure) => failure_response(failure, component).into_response(&ids.trace_id),
-        };
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("component `{component}` answered a broken body: {e}"))?
-            .to_bytes();
-        Ok(Response::from_parts(parts, body))
-    }
-}
-
 /// The lower of two standings: the headers report the bucket closest to refusing.
 fn tighter(a: Option<Standing>, b: Option<Standing>) -> Option<Standing> {
     match (a, b) {
@@ -558,40 +495,6 @@ fn set_path(uri: &mut http::Uri, path: &str) {
     parts.path_and_query = http::uri::PathAndQuery::try_from(path_and_query).ok();
     if let Ok(normal) = http::Uri::from_parts(parts) {
         *uri = normal;
-    }
-}
-
-/// Removes what only the host may set: the verified user and the `spin-*` headers.
-fn strip_host_headers(headers: &mut http::HeaderMap) {
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| *name == USER_ID_HEADER || name.as_str().starts_with("spin-"))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
-}
-
-/// The headers a chained component sees: the caller's, minus what only the host sets,
-/// plus the trace and the `spin-*` headers of a private route.
-fn chained_headers(parts: &mut http::request::Parts, ids: &RequestIds) {
-    let headers = &mut parts.headers;
-    strip_host_headers(headers);
-    headers.insert(TRACEPARENT, ids.traceparent.clone());
-    headers.insert(REQUEST_ID, ids.request_id.clone());
-    let path = parts.uri.path().to_owned();
-    let full = parts.uri.to_string();
-    for (name, value) in [
-        ("spin-full-url", full),
-        ("spin-path-info", path),
-        ("spin-matched-route", "/...".to_owned()),
-        ("spin-base-path", "/".to_owned()),
-        ("spin-component-route", String::new()),
-    ] {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
     }
 }
 
@@ -648,40 +551,6 @@ fn guest_headers(parts: &mut http::request::Parts, cx: GuestContext) {
         );
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(*value)) {
             headers.insert(name, value);
-        }
-    }
-}
-
-fn failure_response(failure: Failure, component: &str) -> ApiError {
-    let message = format!("component `{component}` {failure}");
-    match failure {
-        Failure::Busy(_) | Failure::HostFull => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMPONENT_BUSY", message)
-                .with_header(header::RETRY_AFTER, "1")
-        }
-        Failure::Timeout(_) => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "COMPONENT_TIMEOUT", message)
-        }
-        Failure::OutOfMemory(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "COMPONENT_OUT_OF_MEMORY",
-            message,
-        ),
-        Failure::ResponseTooLarge(..) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "RESPONSE_TOO_LARGE",
-            message,
-        ),
-        Failure::Commit(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMMIT_FAILED", message)
-                .with_header(header::RETRY_AFTER, "1")
-        }
-        Failure::Trapped(_) | Failure::NoResponse | Failure::Failed(_) | Failure::Handler(_) => {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "COMPONENT_FAILED",
-                message,
-            )
         }
     }
 }

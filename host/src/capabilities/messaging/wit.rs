@@ -6,7 +6,7 @@
 //! to the waiting caller, as in NATS, and so is not transactional.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
@@ -22,20 +22,18 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The longest a `request` may wait, whatever the guest asks for.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Answers a request by running a subscriber's handler; implemented by delivery, which
-/// knows the components.
+/// Answers a request by running a subscriber's handler; implemented by the registry, which
+/// knows the components, and handed to each invocation's Store.
 #[async_trait::async_trait]
 pub trait Responder: Send + Sync {
     /// Runs the handler of a component subscribed to `message.subject`, with `reply_to`.
-    async fn respond(&self, message: Message, reply_to: String) -> Result<(), String>;
+    async fn respond(self: Arc<Self>, message: Message, reply_to: String) -> Result<(), String>;
 }
 
 /// The app's messaging: its bus and the requests waiting for a reply.
 pub struct Messaging {
     pub bus: Arc<dyn Bus>,
     replies: Replies,
-    /// Set once the components are loaded; weak, since those components hold this.
-    responder: OnceLock<Weak<dyn Responder>>,
 }
 
 impl Messaging {
@@ -43,12 +41,7 @@ impl Messaging {
         Arc::new(Messaging {
             bus,
             replies: Replies::default(),
-            responder: OnceLock::new(),
         })
-    }
-
-    pub fn set_responder(&self, responder: Weak<dyn Responder>) {
-        let _ = self.responder.set(responder);
     }
 }
 
@@ -85,6 +78,8 @@ pub struct MessagingSession {
     traceparent: http::HeaderValue,
     outbox: Vec<Message>,
     relay: Option<Arc<Notify>>,
+    /// Runs the local subscriber of a `request`'s subject.
+    responder: Arc<dyn Responder>,
 }
 
 impl MessagingSession {
@@ -94,6 +89,7 @@ impl MessagingSession {
         messaging: Option<Arc<Messaging>>,
         traceparent: http::HeaderValue,
         relay: Option<Arc<Notify>>,
+        responder: Arc<dyn Responder>,
     ) -> MessagingSession {
         MessagingSession {
             component,
@@ -102,6 +98,7 @@ impl MessagingSession {
             traceparent,
             outbox: Vec::new(),
             relay,
+            responder,
         }
     }
 
@@ -177,11 +174,7 @@ impl MessagingSession {
     ) -> Result<messaging_types::BrokerMessage, String> {
         self.may_publish(&subject)?;
         let messaging = self.messaging()?.clone();
-        let responder = messaging
-            .responder
-            .get()
-            .and_then(Weak::upgrade)
-            .ok_or_else(|| "the host is not answering requests yet".to_owned())?;
+        let responder = self.responder.clone();
         let reply_to = format!("{REPLY_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let reply = messaging
             .replies

@@ -7,19 +7,19 @@ use std::sync::Arc;
 use http::HeaderValue;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 
-use super::{Slot, Version};
+use super::{Registry, Slot, Version};
 use crate::bindings::messaging_types::BrokerMessage;
 use crate::capabilities::http_outbound::OutboundHttp;
 use crate::capabilities::key_value::KvSession;
-use crate::capabilities::messaging::{Message, MessagingSession};
+use crate::capabilities::messaging::subject::matches_any;
+use crate::capabilities::messaging::{Message, MessagingSession, Responder};
 use crate::capabilities::sql::SqlSession;
 use crate::config::Limits;
-use crate::engine::Engine;
-use crate::state::{Finished, InvocationState, Outcome};
+use crate::state::{Finished, GuestLimits, InvocationState, Outcome};
 use crate::telemetry::{GuestOutput, TraceContext};
 
 /// Why an invocation produced no usable result.
@@ -74,13 +74,14 @@ pub async fn acquire(slot: &Slot, limits: &Limits) -> Result<OwnedSemaphorePermi
 /// and otherwise yields the worker thread every epoch tick, so a busy guest cannot starve
 /// the others.
 pub fn new_store(
-    engine: &Engine,
+    registry: &Arc<Registry>,
     slot: &Slot,
     version: &Version,
     trace: Trace<'_>,
     deadline: Instant,
 ) -> Store<InvocationState> {
-    let mut store = Store::new(engine.wasmtime(), state(slot, version, trace));
+    let state = state(registry, slot, version, trace);
+    let mut store = Store::new(registry.engine().wasmtime(), state);
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(1);
     let deadline = deadline.into_std();
@@ -94,8 +95,14 @@ pub fn new_store(
     store
 }
 
-/// The Store's data for one invocation: cheap handles onto the version's load-time state.
-fn state(slot: &Slot, version: &Version, trace: Trace<'_>) -> InvocationState {
+/// The Store's data for one invocation: cheap handles onto the version's load-time state,
+/// and the registry, through which the guest reaches the other components.
+fn state(
+    registry: &Arc<Registry>,
+    slot: &Slot,
+    version: &Version,
+    trace: Trace<'_>,
+) -> InvocationState {
     let mut wasi = WasiCtxBuilder::new();
     wasi.envs(&version.environment)
         .stdout(GuestOutput::new(
@@ -116,7 +123,7 @@ fn state(slot: &Slot, version: &Version, trace: Trace<'_>) -> InvocationState {
             component: slot.id.clone(),
             allowed: version.allowed_hosts.clone(),
             traceparent: trace.traceparent.clone(),
-            chaining: version.chaining.clone(),
+            local: registry.clone(),
         },
         sql: SqlSession::new(
             slot.id.clone(),
@@ -130,58 +137,10 @@ fn state(slot: &Slot, version: &Version, trace: Trace<'_>) -> InvocationState {
             version.messaging.clone(),
             trace.traceparent.clone(),
             slot.relay.clone(),
+            registry.clone(),
         ),
         variables: version.variables.clone(),
-        limits: GuestLimits {
-            memory_bytes: version.limits.memory_bytes,
-            exceeded: false,
-        },
-    }
-}
-
-/// The Store's resource limiter: a memory that would grow past the component's
-/// `memory_limit_mb` traps the guest, and says so, so a failure is classified by what
-/// happened rather than by the words of wasmtime's message.
-pub struct GuestLimits {
-    memory_bytes: usize,
-    /// Set when the guest asked for more memory than its limit.
-    pub exceeded: bool,
-}
-
-/// The trap of a guest that asked for more memory than its limit.
-#[derive(Debug, thiserror::Error)]
-#[error("the component asked for {desired} bytes of memory, over its limit of {limit}")]
-struct MemoryLimitExceeded {
-    desired: usize,
-    limit: usize,
-}
-
-impl ResourceLimiter for GuestLimits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.exceeded = true;
-            return Err(MemoryLimitExceeded {
-                desired,
-                limit: self.memory_bytes,
-            }
-            .into());
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Tables are bounded by the pooling allocator's slots.
-        Ok(true)
+        limits: GuestLimits::new(version.limits.memory_bytes),
     }
 }
 
@@ -225,7 +184,7 @@ pub async fn finish(
 /// published, with `message.id` recorded in its inbox when `inbox` (an event; a request's
 /// message is not redelivered, so it is not recorded).
 pub async fn handle_message(
-    engine: &Engine,
+    registry: &Arc<Registry>,
     slot: &Slot,
     permit: OwnedSemaphorePermit,
     message: &Message,
@@ -245,7 +204,7 @@ pub async fn handle_message(
     let traceparent = trace.header();
     let deadline = Instant::now() + limits.timeout;
     let mut store = new_store(
-        engine,
+        registry,
         slot,
         &version,
         Trace {
@@ -280,4 +239,25 @@ pub async fn handle_message(
     };
     finish(&mut store, Outcome::Rollback).await?;
     Err(failure)
+}
+
+/// Request-reply (`consumer.request`): the first local component subscribed to the subject
+/// answers, through the same invocation path as a delivered message.
+#[async_trait::async_trait]
+impl Responder for Registry {
+    async fn respond(self: Arc<Self>, message: Message, reply_to: String) -> Result<(), String> {
+        let slot = self
+            .iter()
+            .find(|slot| matches_any(&slot.subscriptions, &message.subject))
+            .ok_or_else(|| format!("no component subscribes to `{}`", message.subject))?
+            .clone();
+        let limits = slot.stable().limits;
+        let permit = acquire(&slot, &limits)
+            .await
+            .map_err(|f| format!("component `{}` {f}", slot.id))?;
+        handle_message(&self, &slot, permit, &message, Some(reply_to), false)
+            .await
+            .map(drop)
+            .map_err(|f| format!("component `{}` {f}", slot.id))
+    }
 }

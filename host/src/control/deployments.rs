@@ -16,17 +16,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use wasmtime::component::Linker;
 
-use crate::components::loader::{self, Backends, LoadError};
-use crate::components::{Deployment, Registry, Slot, Version};
 use crate::config::App;
 use crate::engine::Engine;
+use crate::registry::loader::{self, Backends, LoadError};
+use crate::registry::{Arrangement, Deployment, Registry, Slot, Version};
 use crate::state::InvocationState;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub enum DeployError {
     #[error("there is no component `{0}` in this app")]
     UnknownComponent(String),
     #[error(
@@ -79,16 +79,9 @@ pub struct VersionStatus {
 
 /// `{stable, canary, previous}` of one component, by digest: what `deployments/state.json`
 /// holds.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Saved {
-    stable: String,
-    #[serde(default)]
-    canary: Option<(String, u8)>,
-    #[serde(default)]
-    previous: Option<String>,
-}
+type Saved = Arrangement<String>;
 
-pub struct Control {
+pub struct Deployments {
     app: Arc<App>,
     registry: Arc<Registry>,
     engine: Engine,
@@ -105,7 +98,7 @@ pub struct Control {
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
-impl Control {
+impl Deployments {
     pub fn new(
         app: Arc<App>,
         registry: Arc<Registry>,
@@ -114,7 +107,7 @@ impl Control {
         backends: Backends,
         data_dir: &std::path::Path,
         metrics: Arc<crate::telemetry::Metrics>,
-    ) -> Control {
+    ) -> Deployments {
         let manifest_digests = registry
             .iter()
             .map(|slot| (slot.id.to_string(), slot.stable().digest.clone()))
@@ -124,7 +117,7 @@ impl Control {
             .keys()
             .map(|id| (id.clone(), tokio::sync::Mutex::new(())))
             .collect();
-        Control {
+        Deployments {
             app,
             registry,
             engine,
@@ -142,10 +135,10 @@ impl Control {
         &self.registry
     }
 
-    fn slot(&self, id: &str) -> Result<(&Arc<Slot>, &tokio::sync::Mutex<()>), ControlError> {
+    fn slot(&self, id: &str) -> Result<(&Arc<Slot>, &tokio::sync::Mutex<()>), DeployError> {
         match (self.registry.get(id), self.locks.get(id)) {
             (Some(slot), Some(lock)) => Ok((slot, lock)),
-            _ => Err(ControlError::UnknownComponent(id.to_owned())),
+            _ => Err(DeployError::UnknownComponent(id.to_owned())),
         }
     }
 
@@ -160,16 +153,16 @@ impl Control {
         id: &str,
         wasm: bytes::Bytes,
         canary: Option<u32>,
-    ) -> Result<Deployed, ControlError> {
+    ) -> Result<Deployed, DeployError> {
         let started = Instant::now();
         let canary = match canary {
             None => None,
             Some(p) if CANARY_PERCENT.contains(&p) => Some(p as u8),
-            Some(p) => return Err(ControlError::BadCanary(p)),
+            Some(p) => return Err(DeployError::BadCanary(p)),
         };
         let (slot, lock) = self.slot(id)?;
         let config = &self.app.components[id];
-        let rejected = |reason| ControlError::Rejected {
+        let rejected = |reason| DeployError::Rejected {
             component: id.to_owned(),
             reason,
         };
@@ -188,25 +181,13 @@ impl Control {
                 .map_err(count_rejected)?,
         );
         let digest = version.digest.clone();
-        let old = slot.deployment();
-        let next = match canary {
-            Some(percent) => Deployment {
-                stable: old.stable.clone(),
-                canary: Some((version, percent)),
-                previous: old.previous.clone(),
-            },
-            None => Deployment {
-                stable: version,
-                canary: None,
-                previous: Some(old.stable.clone()),
-            },
-        };
+        let next = slot.deployment().deploy(version, canary);
         self.switch(slot, next, Some((&digest, &wasm)))?;
         self.metrics.deploy(id, "deployed");
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             component = id,
-            digest = crate::capabilities::http_inbound::short_digest(&digest),
+            digest = crate::registry::http::short(&digest),
             canary = ?canary,
             cached,
             took_ms,
@@ -220,44 +201,26 @@ impl Control {
     }
 
     /// Makes the canary the stable version, at 100 %.
-    pub async fn promote(&self, id: &str) -> Result<(), ControlError> {
+    pub async fn promote(&self, id: &str) -> Result<(), DeployError> {
         let (slot, lock) = self.slot(id)?;
         let _guard = lock.lock().await;
-        let old = slot.deployment();
-        let Some((canary, _)) = &old.canary else {
-            return Err(ControlError::NoCanary(id.to_owned()));
-        };
-        self.switch(
-            slot,
-            Deployment {
-                stable: canary.clone(),
-                canary: None,
-                previous: Some(old.stable.clone()),
-            },
-            None,
-        )?;
+        let next = slot
+            .deployment()
+            .promote()
+            .ok_or_else(|| DeployError::NoCanary(id.to_owned()))?;
+        self.switch(slot, next, None)?;
         tracing::info!(component = id, "promoted the canary");
         Ok(())
     }
 
     /// Drops the canary if there is one; otherwise returns to the previous stable version.
-    pub async fn rollback(&self, id: &str) -> Result<(), ControlError> {
+    pub async fn rollback(&self, id: &str) -> Result<(), DeployError> {
         let (slot, lock) = self.slot(id)?;
         let _guard = lock.lock().await;
-        let old = slot.deployment();
-        let next = match (&old.canary, &old.previous) {
-            (Some(_), _) => Deployment {
-                stable: old.stable.clone(),
-                canary: None,
-                previous: old.previous.clone(),
-            },
-            (None, Some(previous)) => Deployment {
-                stable: previous.clone(),
-                canary: None,
-                previous: Some(old.stable.clone()),
-            },
-            (None, None) => return Err(ControlError::NothingToRollBack(id.to_owned())),
-        };
+        let next = slot
+            .deployment()
+            .rollback()
+            .ok_or_else(|| DeployError::NothingToRollBack(id.to_owned()))?;
         self.switch(slot, next, None)?;
         tracing::info!(component = id, "rolled back");
         Ok(())
@@ -270,9 +233,9 @@ impl Control {
         slot: &Slot,
         next: Deployment,
         new_wasm: Option<(&str, &[u8])>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<(), DeployError> {
         let _persisting = self.persist.lock().map_err(|_| {
-            ControlError::Persist(anyhow::anyhow!("the deployments lock is poisoned"))
+            DeployError::Persist(anyhow::anyhow!("the deployments lock is poisoned"))
         })?;
         if let Some((digest, wasm)) = new_wasm {
             let blob = self.blob(digest);
@@ -280,17 +243,16 @@ impl Control {
                 std::fs::create_dir_all(&self.dir)
                     .and_then(|()| crate::files::write_atomic(&blob, wasm))
                     .with_context(|| format!("cannot keep the wasm in {}", blob.display()))
-                    .map_err(ControlError::Persist)?;
+                    .map_err(DeployError::Persist)?;
             }
         }
-        let mut saved = self.saved().map_err(ControlError::Persist)?;
-        saved.insert(slot.id.to_string(), Saved::of(&next));
-        let json =
-            serde_json::to_vec_pretty(&saved).map_err(|e| ControlError::Persist(e.into()))?;
+        let mut saved = self.saved().map_err(DeployError::Persist)?;
+        saved.insert(slot.id.to_string(), next.map(|v| v.digest.clone()));
+        let json = serde_json::to_vec_pretty(&saved).map_err(|e| DeployError::Persist(e.into()))?;
         std::fs::create_dir_all(&self.dir)
             .and_then(|()| crate::files::write_atomic(&self.dir.join("state.json"), &json))
             .context("cannot write deployments/state.json")
-            .map_err(ControlError::Persist)?;
+            .map_err(DeployError::Persist)?;
         slot.publish(next);
         self.forget_unreferenced(&saved);
         Ok(())
@@ -376,7 +338,7 @@ impl Control {
                 None => None,
             };
             if stable.digest != manifest.digest {
-                tracing::info!(component = %id, digest = crate::capabilities::http_inbound::short_digest(&stable.digest), "serving the deployed version, not the manifest's file");
+                tracing::info!(component = %id, digest = crate::registry::http::short(&stable.digest), "serving the deployed version, not the manifest's file");
             }
             slot.publish(Deployment {
                 stable,
@@ -403,10 +365,8 @@ impl Control {
         let d = slot.deployment();
         let at = |v: &Version| crate::telemetry::rfc3339(v.loaded_at);
         let rates = |v: &Version| {
-            self.metrics.rates(
-                id,
-                crate::capabilities::http_inbound::short_digest(&v.digest),
-            )
+            self.metrics
+                .rates(id, crate::registry::http::short(&v.digest))
         };
         let canary_share = d.canary.as_ref().map_or(0, |(_, p)| *p);
         let mut versions = vec![VersionStatus {
@@ -439,16 +399,6 @@ impl Control {
         }
         let from_manifest = self.manifest_digests.get(id) == Some(&d.stable.digest);
         Some((versions, from_manifest))
-    }
-}
-
-impl Saved {
-    fn of(d: &Deployment) -> Saved {
-        Saved {
-            stable: d.stable.digest.clone(),
-            canary: d.canary.as_ref().map(|(v, p)| (v.digest.clone(), *p)),
-            previous: d.previous.as_ref().map(|v| v.digest.clone()),
-        }
     }
 }
 

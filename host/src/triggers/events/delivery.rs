@@ -11,13 +11,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::backoff::REDELIVERY;
-use super::subject::matches_any;
-use super::{Bus, Delivery, Message, Responder, SubscribeOptions, Subscription, outbox};
+use crate::capabilities::messaging::backoff::{self, REDELIVERY};
+use crate::capabilities::messaging::{
+    Bus, BusError, Delivery, SubscribeOptions, Subscription, outbox,
+};
 use crate::capabilities::sql::Database;
-use crate::components::Slot;
-use crate::components::invocation::{self, Failure};
-use crate::engine::Engine;
+use crate::registry::invocation::{self, Failure};
+use crate::registry::{Registry, Slot};
 use crate::state::Finished;
 
 /// Time a delivery may stay unsettled beyond the handler's deadline before the bus hands
@@ -27,7 +27,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// One component's consumer group.
 pub struct Consumer {
     pub slot: Arc<Slot>,
-    pub engine: Engine,
+    pub registry: Arc<Registry>,
     pub bus: Arc<dyn Bus>,
     pub group: String,
     pub patterns: Vec<String>,
@@ -46,7 +46,7 @@ impl Consumer {
 
     /// Registers the group with the bus. The host does this before it serves, so that no
     /// event published by its first requests misses a group that was not registered yet.
-    pub async fn subscribe(&self) -> Result<Box<dyn Subscription>, super::BusError> {
+    pub async fn subscribe(&self) -> Result<Box<dyn Subscription>, BusError> {
         self.bus
             .subscribe(&self.group, &self.patterns, self.options())
             .await
@@ -56,7 +56,7 @@ impl Consumer {
     /// Without a `first` subscription (the bus was unreachable at start) it keeps trying.
     pub async fn run(self, first: Option<Box<dyn Subscription>>, stop: CancellationToken) {
         let this = Arc::new(self);
-        let mut waits = super::backoff::RECONNECT.waits();
+        let mut waits = backoff::RECONNECT.waits();
         let mut subscription = match first {
             Some(s) => s,
             None => loop {
@@ -112,7 +112,7 @@ impl Consumer {
                 Ok(true) => Ok(Finished::Duplicate),
                 Ok(false) => {
                     invocation::handle_message(
-                        &self.engine,
+                        &self.registry,
                         &self.slot,
                         permit,
                         &message,
@@ -123,27 +123,10 @@ impl Consumer {
                 }
                 Err(e) => Err(Failure::Failed(format!("cannot read its inbox: {e}"))),
             };
-            let settled = match result {
-                Ok(Finished::Committed) => settle.ack().await,
-                Ok(Finished::Duplicate) => {
-                    tracing::info!("already handled; acknowledged without running again");
-                    settle.ack().await
-                }
-                Ok(Finished::RolledBack) => settle.retry(REDELIVERY.after(attempt)).await,
-                Err(failure) if attempt >= self.max_attempts => {
-                    let error = format!("component `{}` {failure}", self.slot.id);
-                    tracing::error!("{error}; dead-lettered after {attempt} attempts");
-                    settle.dead_letter(&error).await
-                }
-                Err(failure) => {
-                    let delay = REDELIVERY.after(attempt);
-                    tracing::warn!(
-                        "component `{}` {failure}; retrying in {} ms",
-                        self.slot.id,
-                        delay.as_millis()
-                    );
-                    settle.retry(delay).await
-                }
+            let settled = match settlement(result, attempt, self.max_attempts, &self.slot.id) {
+                Settlement::Ack => settle.ack().await,
+                Settlement::Retry(delay) => settle.retry(delay).await,
+                Settlement::DeadLetter(error) => settle.dead_letter(&error).await,
             };
             if let Err(e) = settled {
                 tracing::warn!("cannot settle the delivery ({e}); the bus will deliver it again");
@@ -154,28 +137,78 @@ impl Consumer {
     }
 }
 
-/// Answers `consumer.request` with the first local component subscribed to the subject.
-pub struct Responders {
-    pub engine: Engine,
-    pub subscribers: Vec<(Vec<String>, Arc<Slot>)>,
+/// What becomes of a delivery once its handler ran.
+#[derive(Debug, PartialEq)]
+enum Settlement {
+    Ack,
+    /// Delivered again after this wait.
+    Retry(Duration),
+    /// Out of attempts: kept with this error for someone to look at.
+    DeadLetter(String),
 }
 
-#[async_trait::async_trait]
-impl Responder for Responders {
-    async fn respond(&self, message: Message, reply_to: String) -> Result<(), String> {
-        let slot = self
-            .subscribers
-            .iter()
-            .find(|(patterns, _)| matches_any(patterns, &message.subject))
-            .map(|(_, slot)| slot)
-            .ok_or_else(|| format!("no component subscribes to `{}`", message.subject))?;
-        let limits = slot.stable().limits;
-        let permit = invocation::acquire(slot, &limits)
-            .await
-            .map_err(|f| format!("component `{}` {f}", slot.id))?;
-        invocation::handle_message(&self.engine, slot, permit, &message, Some(reply_to), false)
-            .await
-            .map(drop)
-            .map_err(|f| format!("component `{}` {f}", slot.id))
+/// Acknowledged once handled (or found already handled); retried with backoff after a
+/// failure or a rollback; a dead letter after `max_attempts` failures.
+fn settlement(
+    result: Result<Finished, Failure>,
+    attempt: u32,
+    max_attempts: u32,
+    component: &str,
+) -> Settlement {
+    match result {
+        Ok(Finished::Committed) => Settlement::Ack,
+        Ok(Finished::Duplicate) => {
+            tracing::info!("already handled; acknowledged without running again");
+            Settlement::Ack
+        }
+        Ok(Finished::RolledBack) => Settlement::Retry(REDELIVERY.after(attempt)),
+        Err(failure) if attempt >= max_attempts => {
+            let error = format!("component `{component}` {failure}");
+            tracing::error!("{error}; dead-lettered after {attempt} attempts");
+            Settlement::DeadLetter(error)
+        }
+        Err(failure) => {
+            let delay = REDELIVERY.after(attempt);
+            tracing::warn!(
+                "component `{component}` {failure}; retrying in {} ms",
+                delay.as_millis()
+            );
+            Settlement::Retry(delay)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handled_messages_are_acknowledged() {
+        assert_eq!(
+            settlement(Ok(Finished::Committed), 1, 5, "c"),
+            Settlement::Ack
+        );
+        assert_eq!(
+            settlement(Ok(Finished::Duplicate), 3, 5, "c"),
+            Settlement::Ack
+        );
+    }
+
+    #[test]
+    fn failures_are_retried_with_growing_waits_then_dead_lettered() {
+        let wait = |attempt| match settlement(Err(Failure::Trapped("x".into())), attempt, 5, "c") {
+            Settlement::Retry(delay) => delay,
+            other => panic!("attempt {attempt}: {other:?}"),
+        };
+        assert!(wait(1) <= Duration::from_millis(200));
+        assert!(wait(4) >= Duration::from_millis(800));
+        assert_eq!(
+            settlement(Err(Failure::Handler("bad input".into())), 5, 5, "order"),
+            Settlement::DeadLetter("component `order` returned an error: bad input".into())
+        );
+        assert!(matches!(
+            settlement(Ok(Finished::RolledBack), 9, 5, "c"),
+            Settlement::Retry(_)
+        ));
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bus, backoff, outbox};
+use crate::capabilities::messaging::{Bus, backoff, outbox};
 use crate::capabilities::sql::Database;
 
 const SWEEP: Duration = Duration::from_secs(1);
@@ -84,5 +84,91 @@ impl Relay {
             outbox::remove_through(&self.db, last).await?;
             moved += messages.len();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::capabilities::messaging::{
+        BusError, DeadLetter, Message, SubscribeOptions, Subscription,
+    };
+    use crate::capabilities::sql::{self, Value};
+
+    /// A bus that records what it is given, and refuses it while `down`.
+    #[derive(Default)]
+    struct Recording {
+        down: AtomicBool,
+        published: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Bus for Recording {
+        async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
+            if self.down.load(Ordering::Relaxed) {
+                return Err(BusError::Unavailable("down for the test".into()));
+            }
+            let mut published = self.published.lock().unwrap();
+            published.extend(messages.iter().map(|m| m.id.clone()));
+            Ok(())
+        }
+        async fn subscribe(
+            &self,
+            _group: &str,
+            _patterns: &[String],
+            _options: SubscribeOptions,
+        ) -> Result<Box<dyn Subscription>, BusError> {
+            Err(BusError::Failed("the relay never subscribes".into()))
+        }
+        async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError> {
+            Ok(Vec::new())
+        }
+        async fn ping(&self) -> Result<(), BusError> {
+            Ok(())
+        }
+    }
+
+    async fn outbox_with(db: &Arc<dyn Database>, ids: &[&str]) {
+        outbox::create(db).await.unwrap();
+        let mut c = db.connect().await.unwrap();
+        for id in ids {
+            c.execute(
+                "INSERT INTO _berth_outbox (id, subject, traceparent, body, created_at)
+                 VALUES (?, 'order.created', NULL, x'00', 0)",
+                vec![Value::Text((*id).into())],
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_messages_leave_in_order_and_only_once_the_bus_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sql::build("relay", None, dir.path(), dir.path(), false)
+            .await
+            .unwrap();
+        outbox_with(&db, &["m1", "m2", "m3"]).await;
+        let bus = Arc::new(Recording::default());
+        let relay = Relay {
+            component: "order".into(),
+            db: db.clone(),
+            bus: bus.clone(),
+            wake: Arc::new(Notify::new()),
+        };
+        bus.down.store(true, Ordering::Relaxed);
+        assert!(relay.drain().await.is_err());
+        let (waiting, _) = outbox::pending(&db, 10).await.unwrap();
+        assert_eq!(waiting.len(), 3, "a refused publish keeps the outbox whole");
+
+        bus.down.store(false, Ordering::Relaxed);
+        assert_eq!(relay.drain().await.unwrap(), 3);
+        assert_eq!(*bus.published.lock().unwrap(), ["m1", "m2", "m3"]);
+        let (waiting, _) = outbox::pending(&db, 10).await.unwrap();
+        assert!(waiting.is_empty());
+        assert_eq!(relay.drain().await.unwrap(), 0);
     }
 }

@@ -7,8 +7,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use super::errors::ApiError;
 use crate::config::berth::{CorsSettings, DEFAULT_CORS_MAX_AGE_SECONDS};
+use crate::response::ApiError;
 
 #[derive(Debug, Clone)]
 enum Origins {

@@ -1,11 +1,13 @@
-//! The JSON error every response the gateway itself makes carries:
-//! `{"error":{"code":"…","message":"…"},"traceId":"…"}`.
+//! What every answer the host makes looks like: the body type, a JSON response, and the
+//! JSON error `{"error":{"code":"…","message":"…"},"traceId":"…"}`.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use super::Body;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the host sends.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -13,7 +13,6 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::Version;
 use super::grants::{Granted, ungranted};
 use crate::bindings::SubscriberPre;
-use crate::capabilities::http_outbound::Chaining;
 use crate::capabilities::messaging::{Messaging, outbox};
 use crate::capabilities::sql::migrate::MigrationError;
 use crate::capabilities::{key_value, sql, variables};
@@ -167,7 +166,6 @@ pub struct Backends {
     pub stores: HashMap<String, Arc<dyn key_value::Store>>,
     pub variables: variables::Resolved,
     pub messaging: Option<Arc<Messaging>>,
-    pub chaining: Arc<Chaining>,
 }
 
 /// Applies the version's migrations and binds it to its grants.
@@ -206,10 +204,6 @@ pub async fn activate(
             .messaging
             .clone()
             .filter(|_| config.messaging.is_used()),
-        chaining: config
-            .allowed_outbound_hosts
-            .chains()
-            .then(|| backends.chaining.clone()),
         stores: Arc::new(grant(&config.key_value_stores, &backends.stores)),
         variables: variables::for_component(&config.variables, &backends.variables),
         environment: config.environment.clone().into(),

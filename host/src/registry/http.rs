@@ -1,0 +1,353 @@
+//! One HTTP invocation, for the gateway and for service chaining alike. The response is held
+//! until the guest has finished and its unit of work has committed: a client never sees a
+//! success whose writes or events could still be lost, and a server error (5xx) commits
+//! nothing.
+//!
+//! A chained request (`http://<component>.spin.internal`, [`LocalService`]) skips the
+//! gateway's auth (the caller is inside the app), continues the caller's trace, and gets the
+//! callee's failures as the JSON errors a client would.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::invocation::{self, Failure, Trace};
+use super::{Registry, Slot};
+use crate::capabilities::http_outbound::LocalService;
+use crate::response::{ApiError, Body};
+use crate::state::Outcome;
+use crate::telemetry::TraceContext;
+
+/// The short digest of the version that produced a response.
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-berth-version");
+/// Carries the verified user id to the component; never taken from a client.
+pub const USER_ID_HEADER: HeaderName = HeaderName::from_static("x-berth-user-id");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Who a request is, formatted once: for logs, error bodies, the guest's headers, the
+/// response, and every outbound call the guest makes.
+pub struct RequestIds {
+    pub request_id: HeaderValue,
+    /// 32 hex digits.
+    pub trace_id: Arc<str>,
+    /// This hop's W3C `traceparent`.
+    pub traceparent: HeaderValue,
+}
+
+/// Runs `request` on the component's current version (the canary for its share).
+pub async fn invoke(
+    registry: &Arc<Registry>,
+    slot: &Slot,
+    request: Request<Full<Bytes>>,
+    ids: &RequestIds,
+) -> Result<Response<Body>, Failure> {
+    let version = slot.current();
+    let limits = version.limits;
+    tracing::Span::current().record("version", short(&version.digest));
+    let Some(pre) = version.http.clone() else {
+        return Err(Failure::Failed(
+            "does not export wasi:http/incoming-handler".into(),
+        ));
+    };
+    let permit = invocation::acquire(slot, &limits).await?;
+    let deadline = Instant::now() + limits.timeout;
+    let trace = Trace {
+        trace_id: &ids.trace_id,
+        traceparent: &ids.traceparent,
+    };
+    let mut store = invocation::new_store(registry, slot, &version, trace, deadline);
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (guest_request, outparam) = {
+        let mut http = store.data_mut().http();
+        let req = http
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| Failure::Failed(format!("{e:#}")))?;
+        let out = http
+            .new_response_outparam(sender)
+            .map_err(|e| Failure::Failed(format!("{e:#}")))?;
+        (req, out)
+    };
+    // Whether to commit, decided once the whole response is in hand.
+    let (decide, decision) = tokio::sync::oneshot::channel::<bool>();
+    let component = slot.id.clone();
+    let trace_id = ids.trace_id.clone();
+    let task = tokio::spawn(
+        async move {
+            let _permit = permit;
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, guest_request, outparam)
+                    .await
+            };
+            let result = tokio::time::timeout_at(deadline, run).await;
+            let failure = match result {
+                Ok(Ok(())) => {
+                    let outcome = match decision.await {
+                        Ok(true) => Outcome::Commit { inbox: None },
+                        _ => Outcome::Rollback,
+                    };
+                    return invocation::finish(&mut store, outcome).await.map(drop);
+                }
+                Ok(Err(e)) => invocation::classify(e, &limits, store.data().limits.exceeded),
+                Err(_) => Failure::Timeout(limits.timeout.as_millis()),
+            };
+            tracing::warn!(component = %component, trace_id = %trace_id, "invocation {failure}");
+            invocation::finish(&mut store, Outcome::Rollback).await?;
+            Err(failure)
+        }
+        .in_current_span(),
+    );
+    let outcome = |task: tokio::task::JoinHandle<Result<(), Failure>>| async move {
+        match task.await {
+            Ok(result) => result,
+            Err(join) => Err(Failure::Failed(format!(
+                "the invocation task ended: {join}"
+            ))),
+        }
+    };
+
+    let response = match receiver.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => {
+            drop(decide);
+            outcome(task).await?;
+            return Err(Failure::Failed(format!("it answered with error {code:?}")));
+        }
+        Err(_) => {
+            drop(decide);
+            outcome(task).await?;
+            return Err(Failure::NoResponse);
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = match collect(body, limits.max_response_bytes).await {
+        Ok(body) => body,
+        Err(failure) => {
+            drop(decide);
+            // A guest that trapped or timed out mid-body says more than the broken body.
+            outcome(task).await?;
+            return Err(failure);
+        }
+    };
+    let _ = decide.send(!parts.status.is_server_error());
+    outcome(task).await?;
+    let mut response = Response::from_parts(
+        parts,
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    // Which version answered: a canary's traffic can be told apart from the outside.
+    if let Ok(value) = http::HeaderValue::from_str(short(&version.digest)) {
+        response.headers_mut().insert(VERSION_HEADER, value);
+    }
+    Ok(response)
+}
+
+/// The whole response body, up to `max_response_bytes`.
+async fn collect(mut body: HyperOutgoingBody, limit: u64) -> Result<Bytes, Failure> {
+    if let Some(declared) = body.size_hint().exact()
+        && declared > limit
+    {
+        return Err(Failure::ResponseTooLarge(declared, limit));
+    }
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure::Failed(format!("its response body broke: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            let total = (buffer.len() + data.len()) as u64;
+            if total > limit {
+                return Err(Failure::ResponseTooLarge(total, limit));
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+/// The first 12 hex digits of a digest, for logs and metrics.
+pub fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+#[async_trait::async_trait]
+impl LocalService for Registry {
+    async fn call(
+        self: Arc<Self>,
+        component: &str,
+        request: Request<Bytes>,
+    ) -> Result<Response<Bytes>, String> {
+        let slot = self
+            .get(component)
+            .filter(|s| s.stable().http.is_some())
+            .ok_or_else(|| {
+                format!("no component `{component}` serves HTTP in this app (called as http://{component}.spin.internal)")
+            })?
+            .clone();
+        if request.body().len() as u64 > self.max_request_bytes {
+            return Err(format!(
+                "the request body is larger than the limit of {} bytes",
+                self.max_request_bytes
+            ));
+        }
+        let trace = TraceContext::continue_or_start(
+            request
+                .headers()
+                .get(TRACEPARENT)
+                .map(HeaderValue::as_bytes),
+        );
+        let ids = RequestIds {
+            request_id: crate::telemetry::request_id(),
+            trace_id: trace.trace_id_hex().into(),
+            traceparent: trace.header(),
+        };
+        let span = tracing::info_span!(
+            "chained",
+            component,
+            path = %request.uri().path(),
+            version = tracing::field::Empty,
+            trace_id = %ids.trace_id,
+        );
+        let (mut parts, body) = request.into_parts();
+        chained_headers(&mut parts, &ids);
+        let request = Request::from_parts(parts, Full::new(body));
+        let response = match invoke(&self, &slot, request, &ids).instrument(span).await {
+            Ok(response) => response,
+            Err(failure) => failure_response(failure, component).into_response(&ids.trace_id),
+        };
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("component `{component}` answered a broken body: {e}"))?
+            .to_bytes();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Removes what only the host may set: the verified user and the `spin-*` headers.
+pub fn strip_host_headers(headers: &mut http::HeaderMap) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| *name == USER_ID_HEADER || name.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// The headers a chained component sees: the caller's, minus what only the host sets,
+/// plus the trace and the `spin-*` headers of a private route.
+fn chained_headers(parts: &mut http::request::Parts, ids: &RequestIds) {
+    let headers = &mut parts.headers;
+    strip_host_headers(headers);
+    headers.insert(TRACEPARENT, ids.traceparent.clone());
+    headers.insert(REQUEST_ID, ids.request_id.clone());
+    let path = parts.uri.path().to_owned();
+    let full = parts.uri.to_string();
+    for (name, value) in [
+        ("spin-full-url", full),
+        ("spin-path-info", path),
+        ("spin-matched-route", "/...".to_owned()),
+        ("spin-base-path", "/".to_owned()),
+        ("spin-component-route", String::new()),
+    ] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// A failed invocation as the JSON error its caller gets.
+pub fn failure_response(failure: Failure, component: &str) -> ApiError {
+    let message = format!("component `{component}` {failure}");
+    match failure {
+        Failure::Busy(_) | Failure::HostFull => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMPONENT_BUSY", message)
+                .with_header(header::RETRY_AFTER, "1")
+        }
+        Failure::Timeout(_) => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "COMPONENT_TIMEOUT", message)
+        }
+        Failure::OutOfMemory(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "COMPONENT_OUT_OF_MEMORY",
+            message,
+        ),
+        Failure::ResponseTooLarge(..) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "RESPONSE_TOO_LARGE",
+            message,
+        ),
+        Failure::Commit(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMMIT_FAILED", message)
+                .with_header(header::RETRY_AFTER, "1")
+        }
+        Failure::Trapped(_) | Failure::NoResponse | Failure::Failed(_) | Failure::Handler(_) => {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "COMPONENT_FAILED",
+                message,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_answers_with_its_status_and_code() {
+        for (failure, status, code) in [
+            (Failure::Busy(4), 503, "COMPONENT_BUSY"),
+            (Failure::HostFull, 503, "COMPONENT_BUSY"),
+            (Failure::Timeout(100), 504, "COMPONENT_TIMEOUT"),
+            (Failure::OutOfMemory(64), 500, "COMPONENT_OUT_OF_MEMORY"),
+            (Failure::ResponseTooLarge(10, 5), 500, "RESPONSE_TOO_LARGE"),
+            (Failure::Commit("locked".into()), 503, "COMMIT_FAILED"),
+            (
+                Failure::Trapped("unreachable".into()),
+                500,
+                "COMPONENT_FAILED",
+            ),
+            (Failure::NoResponse, 500, "COMPONENT_FAILED"),
+        ] {
+            let error = failure_response(failure, "order");
+            assert_eq!((error.status.as_u16(), error.code), (status, code));
+            assert!(
+                error.message.starts_with("component `order` "),
+                "{}",
+                error.message
+            );
+            let retry = error.headers.iter().any(|(n, _)| n == header::RETRY_AFTER);
+            assert_eq!(retry, status == 503, "{code}: Retry-After only when busy");
+        }
+    }
+
+    #[test]
+    fn host_headers_never_come_from_the_caller() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(USER_ID_HEADER, HeaderValue::from_static("forged"));
+        headers.insert("spin-path-info", HeaderValue::from_static("/forged"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+        strip_host_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("authorization"));
+        assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
+    }
+}
