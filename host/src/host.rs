@@ -91,6 +91,8 @@ pub struct Checked {
     pub id: String,
     pub digest: String,
     pub imports: Vec<String>,
+    /// The component's bytes, for checks beyond berth's own.
+    pub wasm: bytes::Bytes,
 }
 
 pub struct Host {
@@ -276,10 +278,9 @@ async fn load_components(
         loader::activate(prepared, config, backends).await
     })
     .await?;
-    let slots = versions.into_iter().map(|(id, version)| {
-        let subscriptions = &app.components[&id].messaging.subscriptions;
-        Slot::new(&id, version, subscriptions)
-    });
+    let slots = versions
+        .into_iter()
+        .map(|(id, version)| Slot::new(&id, version, &app.components[&id].messaging, &app.name));
     Ok(Registry::new(engine.clone(), slots, app.max_request_bytes))
 }
 
@@ -390,18 +391,19 @@ impl Host {
         let checked = each_component(&app, "components failed the check", |config| {
             let (engine, linker) = (&engine, &linker);
             async move {
-                let prepared =
-                    loader::prepare(engine, linker, config, loader::read_source(config)?).await?;
-                Ok((prepared.digest, prepared.imports))
+                let wasm = loader::read_source(config)?;
+                let prepared = loader::prepare(engine, linker, config, wasm.clone()).await?;
+                Ok((prepared.digest, prepared.imports, wasm))
             }
         })
         .await?;
         Ok(checked
             .into_iter()
-            .map(|(id, (digest, imports))| Checked {
+            .map(|(id, (digest, imports, wasm))| Checked {
                 id,
                 digest,
                 imports,
+                wasm,
             })
             .collect())
     }
@@ -506,7 +508,8 @@ impl Host {
                     registry: self.registry.clone(),
                     bus: bus.clone(),
                     group: config.messaging.consumer_group.clone(),
-                    patterns: config.messaging.subscriptions.clone(),
+                    subscriptions: config.messaging.subscriptions.clone(),
+                    app_source: format!("/{}", self.app.name),
                     max_attempts: config.messaging.max_delivery_attempts,
                     inbox: db.clone(),
                 };

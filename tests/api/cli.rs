@@ -77,7 +77,7 @@ fn check_accepts_the_shop_and_lists_its_components() {
         assert!(stdout.contains(&format!("ok  {component}")), "{stdout}");
     }
     assert!(stdout.contains("fermyon:spin/sqlite@2.0.0"));
-    assert!(stdout.contains("wasmcloud:messaging/consumer@0.2.0"));
+    assert!(!stdout.contains("wasmcloud:"), "{stdout}");
     assert!(stdout.contains("4 components checked"));
     assert!(
         !data.path().join("secrets").exists(),

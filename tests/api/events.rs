@@ -28,14 +28,6 @@ async fn received(app: &TestApp) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The events app on a real NATS JetStream, kept running as long as the app.
-async fn spawn_on_nats() -> (TestApp, NatsServer) {
-    let nats = NatsServer::start().await;
-    let data = tempfile::tempdir().unwrap();
-    let config = nats.runtime_config(data.path());
-    (spawn_with(EVENTS, Some(config), data).await, nats)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_published_by_a_failed_invocation_never_leaves() {
     let app = spawn(EVENTS).await;
@@ -44,7 +36,7 @@ async fn a_message_published_by_a_failed_invocation_never_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_published_by_a_failed_invocation_never_leaves_nats() {
-    let (app, _nats) = spawn_on_nats().await;
+    let (app, _nats) = spawn_on_nats(EVENTS).await;
     failed_invocations_publish_nothing(&app).await;
 }
 
@@ -108,7 +100,7 @@ async fn a_handler_that_keeps_failing_lands_in_the_dead_letters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_keeps_failing_lands_in_the_dead_letters_on_nats() {
-    let (app, _nats) = spawn_on_nats().await;
+    let (app, _nats) = spawn_on_nats(EVENTS).await;
     keeps_failing(&app).await;
 }
 

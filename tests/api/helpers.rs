@@ -457,6 +457,14 @@ impl TestApp {
 }
 
 /// A real `nats-server -js` on a free port of 127.0.0.1, stopped when dropped.
+/// The app of `manifest` on a real NATS JetStream, kept running as long as the app.
+pub async fn spawn_on_nats(manifest: &str) -> (TestApp, NatsServer) {
+    let nats = NatsServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = nats.runtime_config(data.path());
+    (spawn_with(manifest, Some(config), data).await, nats)
+}
+
 pub struct NatsServer {
     pub port: u16,
     store: TempDir,

@@ -5,6 +5,7 @@
 
 mod admin_paths;
 mod cli;
+mod cloudevents;
 mod connections;
 mod crash;
 mod deploy;
@@ -15,6 +16,7 @@ mod lifecycle;
 mod openapi;
 mod orders;
 mod payments;
+mod portability;
 mod rate_limits;
 mod readiness;
 mod saga;

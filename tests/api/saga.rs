@@ -157,10 +157,7 @@ async fn every_saga_path_completes_on_the_embedded_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_saga_path_completes_on_nats_jetstream() {
-    let nats = NatsServer::start().await;
-    let data = tempfile::tempdir().unwrap();
-    let config = nats.runtime_config(data.path());
-    let app = spawn_with(SHOP, Some(config), data).await;
+    let (app, _nats) = spawn_on_nats(SHOP).await;
     every_path(&app).await;
 }
 
@@ -201,6 +198,46 @@ async fn a_redelivered_event_applies_once() {
     let payments = app.payments_of(&user, &id).await;
     assert_eq!(payments.len(), 1, "{payments:?}");
     assert_eq!(payments[0]["status"], "succeeded");
+
+    // The same CloudEvent under a new bus id, as a broker that lost track would send it:
+    // berth's inbox does not know it, the payment service's own record of `ce-id` does.
+    let copied = sqlx::query(
+        "INSERT INTO messages (id, subject, traceparent, body, published_at)
+         SELECT id || '-again', subject, traceparent, body, published_at FROM messages
+         WHERE subject = 'order.created'",
+    )
+    .execute(&bus)
+    .await
+    .unwrap();
+    assert!(copied.rows_affected() >= 1);
+    sqlx::query(
+        "INSERT INTO deliveries (grp, seq, due_at) SELECT 'payment', seq, 0 FROM messages
+         WHERE id LIKE '%-again'",
+    )
+    .execute(&bus)
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "the copy settled", || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+            .fetch_one(&bus)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    let payments = app.payments_of(&user, &id).await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    let outcomes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE subject LIKE 'payment.%'")
+            .fetch_one(&bus)
+            .await
+            .unwrap();
+    assert_eq!(outcomes, 1, "the copy published a second outcome");
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&bus)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0);
 }
 
 /// Orders placed while NATS is down for a while all complete once it is back.

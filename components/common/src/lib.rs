@@ -26,10 +26,15 @@ pub fn serve(request: &Request, route: impl FnOnce(&Request, &Ctx) -> ApiResult)
 
 /// Now, as RFC 3339 UTC with microseconds and a fixed width, so strings sort like times.
 pub fn now() -> String {
+    timestamp(time::OffsetDateTime::now_utc())
+}
+
+/// `at` as [`now`] writes it.
+pub fn timestamp(at: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    time::OffsetDateTime::now_utc()
+    at.to_offset(time::UtcOffset::UTC)
         .format(&format)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000000Z".into())
 }

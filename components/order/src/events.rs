@@ -1,29 +1,24 @@
-//! The order side of the saga: `order.created` and `order.cancelled` out, payment outcomes in.
+//! The order side of the saga: `order.created` and `order.cancelled` out, payment outcomes in,
+//! as CloudEvents POSTed to `/api/v1/orders/events`.
 //!
-//! | subject in | effect |
+//! | event in | effect |
 //! |---|---|
 //! | `payment.succeeded` | a pending order becomes `confirmed`, with its payment id |
 //! | `payment.failed` | a pending order becomes `cancelled` |
 //! | `payment.refunded` | a cancelled order that had been confirmed becomes `refunded` |
 //!
-//! Each update names the state it starts from, so a message that arrives late or twice
-//! changes nothing.
+//! Each update names the state it starts from, so an event that arrives late changes
+//! nothing, and its id is recorded with the update, so one that arrives twice does neither.
 
 use common::db::{Db, text};
-use common::events;
+use common::{ApiResult, events};
 use serde::{Deserialize, Serialize};
+use spin_sdk::http::Request;
 
 use crate::DATABASE;
 
-wit_bindgen::generate!({
-    world: "berth:services/subscriber",
-    path: ["../../wit/deps/messaging@0.2.0", "../../wit/services"],
-    generate_all,
-});
-
-use exports::wasmcloud::messaging::handler::Guest;
-use wasmcloud::messaging::consumer;
-use wasmcloud::messaging::types::BrokerMessage;
+/// The `source` of the events this service publishes.
+const SOURCE: &str = "/berth-shop/order";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,15 +37,9 @@ pub struct OrderCancelled<'a> {
     pub user_id: &'a str,
 }
 
-/// Publishes `data` as an event of `kind`; it leaves only if this invocation commits.
+/// Publishes `data` as an event of `kind`; on berth it leaves only if this invocation commits.
 pub fn publish(kind: &str, data: impl Serialize) -> Result<(), common::ApiError> {
-    let body = events::envelope(kind, data).map_err(common::ApiError::internal)?;
-    consumer::publish(&BrokerMessage {
-        subject: kind.to_owned(),
-        body,
-        reply_to: None,
-    })
-    .map_err(|e| common::ApiError::internal(format!("cannot publish {kind}: {e}")))
+    events::publish(SOURCE, kind, data)
 }
 
 #[derive(Deserialize)]
@@ -60,37 +49,42 @@ struct PaymentOutcome {
     payment_id: String,
 }
 
-struct Handler;
-
-impl Guest for Handler {
-    fn handle_message(msg: BrokerMessage) -> Result<(), String> {
-        let event: events::Event<PaymentOutcome> = events::parse(&msg.subject, &msg.body)?;
-        let PaymentOutcome {
-            order_id,
-            payment_id,
-        } = event.data;
-        let (sql, params) = match msg.subject.as_str() {
-            "payment.succeeded" => (
-                "UPDATE orders SET status = 'confirmed', payment_id = ?, updated_at = ?
-                 WHERE id = ? AND status = 'pending'",
-                vec![text(payment_id), text(common::now()), text(order_id)],
-            ),
-            "payment.failed" => (
-                "UPDATE orders SET status = 'cancelled', updated_at = ?
-                 WHERE id = ? AND status = 'pending'",
-                vec![text(common::now()), text(order_id)],
-            ),
-            "payment.refunded" => (
-                "UPDATE orders SET status = 'refunded', updated_at = ?
-                 WHERE id = ? AND status = 'cancelled' AND payment_id IS NOT NULL",
-                vec![text(common::now()), text(order_id)],
-            ),
-            _ => return Ok(()),
-        };
-        let db = Db::open(DATABASE).map_err(|e| e.to_string())?;
-        db.query(sql, &params).map_err(|e| e.to_string())?;
-        Ok(())
-    }
+/// Applies a payment outcome delivered to `POST /api/v1/orders/events`.
+pub fn handle(request: &Request) -> ApiResult {
+    let event: events::Event<PaymentOutcome> = events::receive(request)?;
+    let PaymentOutcome {
+        order_id,
+        payment_id,
+    } = event.data;
+    let (sql, params) = match event.kind.as_str() {
+        "payment.succeeded" => (
+            "UPDATE orders SET status = 'confirmed', payment_id = ?, updated_at = ?
+             WHERE id = ? AND status = 'pending'",
+            vec![text(payment_id), text(common::now()), text(order_id)],
+        ),
+        "payment.failed" => (
+            "UPDATE orders SET status = 'cancelled', updated_at = ?
+             WHERE id = ? AND status = 'pending'",
+            vec![text(common::now()), text(order_id)],
+        ),
+        "payment.refunded" => (
+            "UPDATE orders SET status = 'refunded', updated_at = ?
+             WHERE id = ? AND status = 'cancelled' AND payment_id IS NOT NULL",
+            vec![text(common::now()), text(order_id)],
+        ),
+        _ => return Ok(events::handled_response("ignored")),
+    };
+    let db = Db::open(DATABASE)?;
+    let applied = db.transaction(|tx| {
+        if !events::first_time(tx, &event.id)? {
+            return Ok(false);
+        }
+        tx.query(sql, &params)?;
+        Ok::<_, common::ApiError>(true)
+    })?;
+    Ok(events::handled_response(if applied {
+        "applied"
+    } else {
+        "duplicate"
+    }))
 }
-
-export!(Handler);

@@ -9,7 +9,8 @@
 //! | `POST /api/v1/orders/{id}/cancel` | cancel a pending or confirmed order |
 //!
 //! Creating publishes `order.created` and cancelling `order.cancelled`; the payment
-//! outcomes come back as events ([`events`]).
+//! outcomes come back as CloudEvents POSTed to `/api/v1/orders/events` ([`events`]), a
+//! route the host delivers to and never serves to a client.
 
 mod events;
 mod model;
@@ -35,6 +36,7 @@ fn handle(request: Request) -> Response {
 
 fn route(request: &Request, ctx: &Ctx) -> ApiResult {
     match (request.method(), segments(request.path()).as_slice()) {
+        (Method::Post, ["api", "v1", "orders", "events"]) => events::handle(request),
         (Method::Post, ["api", "v1", "orders"]) => create(request, ctx),
         (Method::Get, ["api", "v1", "orders"]) => list(request, ctx),
         (_, ["api", "v1", "orders"]) => Err(ApiError::method_not_allowed("GET, POST")),

@@ -1,32 +1,25 @@
-//! The payment side of the saga.
+//! The payment side of the saga, its events in as CloudEvents POSTed to
+//! `/api/v1/payments/events`.
 //!
-//! | subject in | effect | subject out |
+//! | event in | effect | event out |
 //! |---|---|---|
 //! | `order.created` | charge through the provider (never in a currency outside ISO 4217), record the payment | `payment.succeeded` or `payment.failed` |
 //! | `order.cancelled` | refund a succeeded charge, or mark the order so no later charge survives | `payment.refunded` when a charge is refunded |
 //!
 //! Idempotent by order id: one payment row per order (`UNIQUE`), provider calls keyed by
-//! order. Provider calls happen before the writes, so the database is not locked while
+//! order; and each event's id is recorded with the writes it caused, so a redelivery
+//! changes nothing. Provider calls happen before the writes, so the database is not locked while
 //! the provider thinks; where the other handler may have raced in between, the check is
 //! repeated inside the write transaction.
 
-use common::ApiError;
 use common::db::{Db, DbError, int, text};
-use common::events;
+use common::events::{self, Event};
+use common::{ApiError, ApiResult};
 use serde::{Deserialize, Serialize};
+use spin_sdk::http::Request;
 
 use crate::DATABASE;
 use crate::provider::{self, Charge};
-
-wit_bindgen::generate!({
-    world: "berth:services/subscriber",
-    path: ["../../wit/deps/messaging@0.2.0", "../../wit/services"],
-    generate_all,
-});
-
-use exports::wasmcloud::messaging::handler::Guest;
-use wasmcloud::messaging::consumer;
-use wasmcloud::messaging::types::BrokerMessage;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,20 +48,24 @@ struct PaymentEvent<'a> {
     reason: Option<&'a str>,
 }
 
-struct Handler;
+/// The `source` of the events this service publishes.
+const SOURCE: &str = "/berth-shop/payment";
 
-impl Guest for Handler {
-    fn handle_message(msg: BrokerMessage) -> Result<(), String> {
-        let result = match msg.subject.as_str() {
-            "order.created" => order_created(events::parse(&msg.subject, &msg.body)?.data),
-            "order.cancelled" => order_cancelled(events::parse(&msg.subject, &msg.body)?.data),
-            _ => Ok(()),
-        };
-        result.map_err(|e| e.to_string())
+/// Handles an order event delivered to `POST /api/v1/payments/events`. A provider that
+/// cannot be reached answers 502, which the platform retries.
+pub fn handle(request: &Request) -> ApiResult {
+    let event: Event<serde_json::Value> = events::receive(request)?;
+    let db = Db::open(DATABASE)?;
+    if events::handled(&db, &event.id)? {
+        return Ok(events::handled_response("duplicate"));
     }
+    match event.kind.as_str() {
+        "order.created" => order_created(&db, event.typed()?)?,
+        "order.cancelled" => order_cancelled(&db, event.typed()?)?,
+        _ => return Ok(events::handled_response("ignored")),
+    }
+    Ok(events::handled_response("applied"))
 }
-
-export!(Handler);
 
 fn provider_unavailable(message: String) -> ApiError {
     ApiError::new(502, "PROVIDER_UNAVAILABLE", message)
@@ -106,13 +103,14 @@ fn is_cancelled(db: &Db, order_id: &str) -> Result<bool, ApiError> {
 }
 
 fn publish(
-    subject: &str,
+    kind: &str,
     payment: &Existing,
     order_id: &str,
     reason: Option<&str>,
 ) -> Result<(), ApiError> {
-    let body = events::envelope(
-        subject,
+    events::publish(
+        SOURCE,
+        kind,
         PaymentEvent {
             order_id,
             payment_id: &payment.id,
@@ -121,19 +119,24 @@ fn publish(
             reason,
         },
     )
-    .map_err(ApiError::internal)?;
-    consumer::publish(&BrokerMessage {
-        subject: subject.to_owned(),
-        body,
-        reply_to: None,
-    })
-    .map_err(|e| ApiError::internal(format!("cannot publish {subject}: {e}")))
 }
 
 /// Refunds `payment` at the provider and records it, announcing `payment.refunded`.
 fn refund(db: &Db, payment: &Existing, order_id: &str) -> Result<(), ApiError> {
+    refund_at_provider(payment, order_id)?;
+    record_refund(db, payment, order_id)
+}
+
+/// The provider's side of a refund; keyed by order, so asking twice refunds once.
+fn refund_at_provider(payment: &Existing, order_id: &str) -> Result<(), ApiError> {
     let provider_ref = payment.provider_ref.as_deref().unwrap_or_default();
-    provider::refund(order_id, provider_ref).map_err(provider_unavailable)?;
+    provider::refund(order_id, provider_ref)
+        .map(drop)
+        .map_err(provider_unavailable)
+}
+
+/// Records a refund made at the provider, announcing `payment.refunded` the first time.
+fn record_refund(db: &Db, payment: &Existing, order_id: &str) -> Result<(), ApiError> {
     let rows = db.query(
         "UPDATE payments SET status = 'refunded', updated_at = ?
          WHERE id = ? AND status = 'succeeded' RETURNING id",
@@ -145,9 +148,9 @@ fn refund(db: &Db, payment: &Existing, order_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn order_created(order: OrderCreated) -> Result<(), ApiError> {
-    let db = Db::open(DATABASE)?;
-    if payment_for(&db, &order.order_id)?.is_some() || is_cancelled(&db, &order.order_id)? {
+fn order_created(db: &Db, event: Event<OrderCreated>) -> Result<(), ApiError> {
+    let order = event.data;
+    if payment_for(db, &order.order_id)?.is_some() || is_cancelled(db, &order.order_id)? {
         return Ok(());
     }
     let charge = match declined_before_charging(&order.currency) {
@@ -173,6 +176,9 @@ fn order_created(order: OrderCreated) -> Result<(), ApiError> {
         provider_ref: provider_ref.map(str::to_owned),
     };
     db.transaction(|tx| {
+        if !events::first_time(tx, &event.id)? {
+            return Ok(());
+        }
         let inserted = tx.try_query(
             "INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status,
                                    provider_ref, failure_reason, created_at, updated_at)
@@ -219,13 +225,23 @@ fn declined_before_charging(currency: &str) -> Option<Charge> {
     })
 }
 
-fn order_cancelled(cancelled: OrderCancelled) -> Result<(), ApiError> {
-    let db = Db::open(DATABASE)?;
-    let order_id = cancelled.order_id.as_str();
-    match payment_for(&db, order_id)? {
-        Some(payment) if payment.status == "succeeded" => refund(&db, &payment, order_id),
+fn order_cancelled(db: &Db, event: Event<OrderCancelled>) -> Result<(), ApiError> {
+    let order_id = event.data.order_id.as_str();
+    match payment_for(db, order_id)? {
+        Some(payment) if payment.status == "succeeded" => {
+            refund_at_provider(&payment, order_id)?;
+            db.transaction(|tx| {
+                if events::first_time(tx, &event.id)? {
+                    record_refund(tx, &payment, order_id)?;
+                }
+                Ok(())
+            })
+        }
         Some(_) => Ok(()),
         None => db.transaction(|tx| {
+            if !events::first_time(tx, &event.id)? {
+                return Ok(());
+            }
             tx.query(
                 "INSERT INTO cancelled_orders (order_id, cancelled_at) VALUES (?, ?)
                  ON CONFLICT (order_id) DO NOTHING",

@@ -6,7 +6,8 @@
 //! | `GET /api/v1/payments?orderId=` | the caller's payments (for one order when given) |
 //! | `GET /api/v1/payments/{id}` | one of the caller's payments |
 //!
-//! Payments are made by the saga's events ([`events`]) through the provider ([`provider`]).
+//! Payments are made by the saga's events ([`events`]), POSTed by the host to
+//! `/api/v1/payments/events` (never served to a client), through the provider ([`provider`]).
 
 mod events;
 mod provider;
@@ -29,6 +30,7 @@ fn handle(request: Request) -> Response {
 
 fn route(request: &Request, ctx: &Ctx) -> ApiResult {
     match (request.method(), segments(request.path()).as_slice()) {
+        (Method::Post, ["api", "v1", "payments", "events"]) => events::handle(request),
         (Method::Get, ["api", "v1", "payments"]) => list(request, ctx),
         (Method::Get, ["api", "v1", "payments", id]) => get(ctx, id),
         (_, ["api", "v1", "payments"] | ["api", "v1", "payments", _]) => {

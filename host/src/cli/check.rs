@@ -1,9 +1,13 @@
-//! `berth check`: everything `berth up` would refuse, found without serving.
+//! `berth check`: everything `berth up` would refuse, found without serving; with
+//! `--target spin`, also whether each component would run on Spin and SpinKube.
 
-use super::CheckArgs;
+use anyhow::bail;
+
+use super::{CheckArgs, Platform};
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let checked = berth::host::Host::check(&args.app.options()).await?;
+    let mut not_portable = Vec::new();
     for c in &checked {
         let platform: Vec<&str> = c
             .imports
@@ -18,6 +22,18 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             if platform.is_empty() { "" } else { ", " },
             platform.join(", ")
         );
+        if let Some(Platform::Spin) = args.target {
+            let problems = berth::registry::portability::spin_problems(&c.wasm)?;
+            if problems.is_empty() {
+                println!("    runs on Spin: yes");
+            } else {
+                println!("    runs on Spin: no");
+                for problem in &problems {
+                    println!("      - it {problem}");
+                }
+                not_portable.push(c.id.as_str());
+            }
+        }
     }
     println!(
         "{} is valid: {} component{} checked",
@@ -25,5 +41,11 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         checked.len(),
         if checked.len() == 1 { "" } else { "s" }
     );
+    if !not_portable.is_empty() {
+        bail!(
+            "{} would not run on Spin: change or remove what is listed above (berth serves it; Spin does not)",
+            not_portable.join(", ")
+        );
+    }
     Ok(())
 }

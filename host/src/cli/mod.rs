@@ -39,7 +39,7 @@ enum Command {
     Build(BuildArgs),
     /// Check the manifest, runtime config, variables and components without serving.
     #[command(
-        after_help = "Example:\n  berth check --manifest spin.toml\n\nExits non-zero and lists every problem when something is wrong."
+        after_help = "Examples:\n  berth check --manifest spin.toml\n  berth check --target spin     would each component also run on Spin and SpinKube?\n\nExits non-zero and lists every problem when something is wrong (with --target, also\nwhen a component would not run there)."
     )]
     Check(CheckArgs),
     /// Deploy a new version of one component to a running host, whole or as a canary.
@@ -121,6 +121,18 @@ struct BuildArgs {
 struct CheckArgs {
     #[command(flatten)]
     app: ManifestArgs,
+    /// Also say whether each component would run on this platform, naming every import and
+    /// export that stands in the way.
+    #[arg(long, value_enum, value_name = "PLATFORM")]
+    target: Option<Platform>,
+}
+
+/// Platforms `berth check --target` knows.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Platform {
+    /// Spin 3.x and SpinKube: WASI 0.2, wasi:http and fermyon:spin@2.0.0, exporting only
+    /// wasi:http/incoming-handler.
+    Spin,
 }
 
 /// How the CLI reaches a running host.

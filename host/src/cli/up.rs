@@ -45,12 +45,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     for c in host.app.components.values() {
-        if !c.messaging.subscriptions.is_empty() {
-            println!(
-                "  events      {:<28} -> {}",
-                c.messaging.subscriptions.join(" "),
-                c.id
-            );
+        for s in &c.messaging.subscriptions {
+            let to = match &s.route {
+                Some(route) => format!("{} {route}", c.id),
+                None => format!("{} (wasmcloud handler)", c.id),
+            };
+            println!("  events      {:<28} -> {to}", s.events.join(" "));
         }
     }
     if host.bus.is_some() {

@@ -30,8 +30,6 @@ use berth::control::reload::Reloader;
 const SETTLE: Duration = Duration::from_millis(100);
 /// How often files are compared where the platform cannot report changes.
 const POLL: Duration = Duration::from_millis(500);
-/// Changes stamped this soon after a build ended are the build's own writes reaching us late.
-const ECHO: Duration = Duration::from_millis(50);
 /// Folders never watched: build output and state.
 const SKIPPED: [&str; 4] = ["target", ".git", ".berth", "node_modules"];
 
@@ -73,18 +71,13 @@ pub async fn run(app: Arc<App>, control: Arc<Deployments>, reloader: Arc<Reloade
             }
         };
     eprintln!("berth: watching {} for changes", watch.ids.join(", "));
-    let mut built_at: Vec<Option<Instant>> = vec![None; watch.ids.len()];
-    while let Some((target, latest)) = watch.changes.next().await {
-        let Some(id) = watch.ids.get(target) else {
-            reload(&reloader).await;
-            continue;
-        };
-        // What the build itself touched is not a change to react to.
-        if built_at[target].is_some_and(|end| latest <= end + ECHO) {
-            continue;
+    // A change made while a component builds starts another build once this one is done;
+    // build output belongs outside the watch globs (`target/` and the like are skipped).
+    while let Some((target, _)) = watch.changes.next().await {
+        match watch.ids.get(target) {
+            Some(id) => rebuild_and_deploy(&app, &control, id).await,
+            None => reload(&reloader).await,
         }
-        rebuild_and_deploy(&app, &control, id).await;
-        built_at[target] = Some(Instant::now());
     }
 }
 

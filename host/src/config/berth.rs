@@ -17,7 +17,7 @@
 //! | | `public_routes` | `[]` | ...except these (Spin route syntax) |
 //! | | `migrations` | `migrations/<id>` | folder of forward-only SQL migrations for the component's database |
 //! | | `publishes` | `[]` | subjects it may publish to (NATS wildcards); grants `wasmcloud:messaging/consumer` |
-//! | | `subscriptions` | `[]` | subjects delivered to its `wasmcloud:messaging/handler` export |
+//! | | `subscriptions` | `[]` | events delivered to it: `{ events = ["payment.*"], route = "/…" }` POSTs each as a CloudEvent to that route of its HTTP handler; a bare pattern (`"payment.*"`) goes to its `wasmcloud:messaging/handler` export |
 //! | | `consumer_group` | the component id | components sharing a group share the work of a subscription |
 //! | | `max_delivery_attempts` | 5 | deliveries of one message before it becomes a dead letter |
 //! | `[[component.<id>.tool.berth.route_concurrency]]` | `routes`, `max_concurrency` | none | a share of the component's slots that only these routes use |
@@ -159,13 +159,34 @@ pub struct ComponentSettings {
     #[serde(default)]
     pub publishes: Vec<String>,
     #[serde(default)]
-    pub subscriptions: Vec<String>,
+    pub subscriptions: Vec<SubscriptionSettings>,
     #[serde(default)]
     pub consumer_group: Option<String>,
     #[serde(default)]
     pub max_delivery_attempts: Option<u32>,
     #[serde(default)]
     pub route_concurrency: Vec<RouteConcurrencySettings>,
+}
+
+/// One entry of `subscriptions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a subject pattern (\"payment.*\"), or a table { events = [\"payment.*\"], route = \"/path\" }"
+)]
+pub enum SubscriptionSettings {
+    /// Delivered to the `wasmcloud:messaging/handler` export.
+    Handler(String),
+    /// Delivered to an HTTP route as CloudEvents.
+    Route(RouteSubscription),
+}
+
+/// `{ events = ["payment.*"], route = "/api/v1/orders/events" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSubscription {
+    pub events: Vec<String>,
+    pub route: String,
 }
 
 /// How the gateway guards a component's routes.

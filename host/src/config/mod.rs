@@ -128,16 +128,48 @@ pub struct ComponentConfig {
 pub struct Messaging {
     /// Subject patterns it may publish to.
     pub publishes: Vec<String>,
-    /// Subject patterns delivered to its handler.
-    pub subscriptions: Vec<String>,
+    /// What is delivered to it, and where.
+    pub subscriptions: Vec<Subscription>,
     pub consumer_group: String,
     pub max_delivery_attempts: u32,
+}
+
+/// Events of some types, delivered to one place in a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Subject (event type) patterns, NATS wildcards.
+    pub events: Vec<String>,
+    /// The path its HTTP handler receives them on as CloudEvents (binary mode); `None` for
+    /// the `wasmcloud:messaging/handler` export.
+    pub route: Option<String>,
 }
 
 impl Messaging {
     /// Publishers and subscribers keep an outbox and an inbox in their first database.
     pub fn is_used(&self) -> bool {
         !self.publishes.is_empty() || !self.subscriptions.is_empty()
+    }
+
+    /// Every pattern its consumer group takes from the bus.
+    pub fn patterns(&self) -> Vec<String> {
+        self.subscriptions
+            .iter()
+            .flat_map(|s| s.events.iter().cloned())
+            .collect()
+    }
+
+    /// The patterns delivered to its `wasmcloud:messaging/handler` export.
+    pub fn handler_patterns(&self) -> Vec<String> {
+        self.subscriptions
+            .iter()
+            .filter(|s| s.route.is_none())
+            .flat_map(|s| s.events.iter().cloned())
+            .collect()
+    }
+
+    /// The paths events are delivered to over HTTP, which the public listener never serves.
+    pub fn event_routes(&self) -> impl Iterator<Item = &str> {
+        self.subscriptions.iter().filter_map(|s| s.route.as_deref())
     }
 }
 
@@ -469,5 +501,66 @@ mod tests {
         }
         assert!(is_label("users") && is_label("user_db") && is_label("user-db"));
         assert!(!is_label("user db") && !is_label("user-db_x"));
+    }
+
+    #[test]
+    fn subscriptions_go_to_a_route_under_the_components_own_or_to_its_handler() {
+        let app = parse(&format!(
+            r#"{HEADER}
+            [[trigger.http]]
+            route = "/orders/..."
+            component = "order"
+            [component.order]
+            source = "o.wasm"
+            sqlite_databases = ["orders"]
+            [component.order.tool.berth]
+            subscriptions = [{{ events = ["payment.*"], route = "/orders/events" }}, "audit.>"]
+            "#
+        ))
+        .unwrap();
+        let messaging = &app.components["order"].messaging;
+        assert_eq!(messaging.patterns(), ["payment.*", "audit.>"]);
+        assert_eq!(messaging.handler_patterns(), ["audit.>"]);
+        assert_eq!(
+            messaging.event_routes().collect::<Vec<_>>(),
+            ["/orders/events"]
+        );
+
+        for (route, why) in [
+            ("/elsewhere/events", "not under any [[trigger.http]] route"),
+            ("orders/events", "starting with `/`"),
+            ("/orders/...", "one exact path"),
+            ("/orders/%65vents", "one exact path"),
+            ("/orders//events", "no empty"),
+            ("/orders/../events", "no empty"),
+            ("/", "the root"),
+        ] {
+            let error = problems(&format!(
+                r#"{HEADER}
+                [[trigger.http]]
+                route = "/orders/..."
+                component = "order"
+                [component.order]
+                source = "o.wasm"
+                sqlite_databases = ["orders"]
+                [component.order.tool.berth]
+                subscriptions = [{{ events = ["payment.*"], route = "{route}" }}]
+                "#
+            ));
+            assert!(error.contains(why), "{route}: {error}");
+        }
+        let error = problems(&format!(
+            r#"{HEADER}
+            [[trigger.http]]
+            route = "/orders/..."
+            component = "order"
+            [component.order]
+            source = "o.wasm"
+            sqlite_databases = ["orders"]
+            [component.order.tool.berth]
+            subscriptions = [{{ event = ["payment.*"], path = "/orders/events" }}]
+            "#
+        ));
+        assert!(error.contains("a subject pattern"), "{error}");
     }
 }

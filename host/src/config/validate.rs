@@ -5,9 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::berth::{self, Auth, ComponentSettings};
+use super::berth::{self, Auth, ComponentSettings, RouteSubscription, SubscriptionSettings};
 use super::manifest::{self, ComponentRef, HttpTrigger, Manifest, RouteSpec, Source};
-use super::{App, ComponentConfig, ConnectionLimits, Limits, Messaging, Route, Template};
+use super::{
+    App, ComponentConfig, ConnectionLimits, Limits, Messaging, Route, Subscription, Template,
+};
 use crate::capabilities::http_outbound::AllowedHosts;
 use crate::capabilities::messaging::subject;
 use crate::triggers::http::cors::Cors;
@@ -58,6 +60,20 @@ pub(super) fn validate(
     for route in &routes {
         if let Some(c) = components.get_mut(&route.component) {
             c.serves_http = true;
+        }
+    }
+    for c in components.values() {
+        for path in c.messaging.event_routes() {
+            let own = routes.iter().filter(|r| r.component == c.id);
+            let reached = own
+                .clone()
+                .any(|r| r.pattern.is_private() || r.pattern.matches(path).is_some());
+            if !reached {
+                check.problems.push(format!(
+                    "[component.{}] tool.berth.subscriptions: route `{path}` is not under any [[trigger.http]] route of `{}`; a broker on Spin must reach it, so give it a path its trigger route covers",
+                    c.id, c.id
+                ));
+            }
         }
     }
     App {
@@ -500,15 +516,44 @@ impl Checker<'_> {
         at: &str,
         id: &str,
         publishes: Vec<String>,
-        subscriptions: Vec<String>,
+        subscriptions: Vec<SubscriptionSettings>,
         consumer_group: Option<String>,
         max_delivery_attempts: Option<u32>,
     ) -> Messaging {
-        for (key, patterns) in [("publishes", &publishes), ("subscriptions", &subscriptions)] {
-            for pattern in patterns {
-                if let Err(e) = subject::check(pattern, true) {
-                    self.problems.push(format!("{at} tool.berth.{key}: {e}"));
+        for pattern in &publishes {
+            if let Err(e) = subject::check(pattern, true) {
+                self.problems
+                    .push(format!("{at} tool.berth.publishes: {e}"));
+            }
+        }
+        let subscriptions: Vec<Subscription> = subscriptions
+            .into_iter()
+            .map(|s| match s {
+                SubscriptionSettings::Handler(pattern) => Subscription {
+                    events: vec![pattern],
+                    route: None,
+                },
+                SubscriptionSettings::Route(RouteSubscription { events, route }) => {
+                    if events.is_empty() {
+                        self.problems.push(format!(
+                            "{at} tool.berth.subscriptions: the subscription to `{route}` names no events"
+                        ));
+                    }
+                    if let Err(e) = event_route(&route) {
+                        self.problems
+                            .push(format!("{at} tool.berth.subscriptions: `{route}`: {e}"));
+                    }
+                    Subscription {
+                        events,
+                        route: Some(route),
+                    }
                 }
+            })
+            .collect();
+        for pattern in subscriptions.iter().flat_map(|s| &s.events) {
+            if let Err(e) = subject::check(pattern, true) {
+                self.problems
+                    .push(format!("{at} tool.berth.subscriptions: {e}"));
             }
         }
         if let Some(group) = &consumer_group
@@ -682,4 +727,25 @@ pub fn is_variable_name(s: &str) -> bool {
 /// Database and store labels are kebab-case or snake_case.
 pub(super) fn is_label(s: &str) -> bool {
     is_id(s, '-', false) || is_id(s, '_', false)
+}
+
+/// A path events are delivered to: one exact path, spelled as the gateway would leave it,
+/// so that the public listener can refuse it whatever the spelling a client tries.
+fn event_route(route: &str) -> Result<(), String> {
+    let Some(rest) = route.strip_prefix('/') else {
+        return Err("an event route is a path starting with `/`".into());
+    };
+    if rest.is_empty() {
+        return Err("the root cannot be an event route; give it a path of its own".into());
+    }
+    if route.ends_with("/...") || route.contains(['*', '?', '#', '%', '{', '}']) {
+        return Err("an event route is one exact path, without wildcards, `%`, `?` or `#`".into());
+    }
+    if rest
+        .split('/')
+        .any(|segment| matches!(segment, "" | "." | ".."))
+    {
+        return Err("an event route has no empty, `.` or `..` segments".into());
+    }
+    Ok(())
 }

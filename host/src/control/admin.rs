@@ -86,7 +86,7 @@ impl Admin {
                     "routes": routes,
                     "versions": versions,
                     "source": if from_manifest { "manifest" } else { "deployed" },
-                    "subscriptions": config.messaging.subscriptions,
+                    "subscriptions": config.messaging.patterns(),
                 }))
             })
             .collect();

@@ -14,6 +14,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use wasmtime_wasi_http::WasiHttpView as _;
@@ -24,7 +25,7 @@ use super::invocation::{self, Failure, Trace};
 use super::{Registry, Slot};
 use crate::capabilities::http_outbound::LocalService;
 use crate::response::{ApiError, Body};
-use crate::state::Outcome;
+use crate::state::{Finished, Outcome};
 use crate::telemetry::TraceContext;
 
 /// The short digest of the version that produced a response.
@@ -44,13 +45,26 @@ pub struct RequestIds {
     pub traceparent: HeaderValue,
 }
 
-/// Runs `request` on the component's current version (the canary for its share).
+/// When an HTTP invocation's unit of work commits.
+pub enum Commit {
+    /// A request's: unless the response is a server error (5xx).
+    UnlessServerError,
+    /// An event's: only on a success (2xx), with the event's message id recorded in the
+    /// component's inbox in the same transaction.
+    OnSuccess { inbox: String },
+}
+
+/// Runs `request` on the component's current version (the canary for its share), and
+/// says how its unit of work ended. Without a `permit` it waits for one of the component's
+/// slots.
 pub async fn invoke(
     registry: &Arc<Registry>,
     slot: &Slot,
     request: Request<Full<Bytes>>,
     ids: &RequestIds,
-) -> Result<Response<Body>, Failure> {
+    commit: Commit,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<(Response<Body>, Finished), Failure> {
     let version = slot.current();
     let limits = version.limits;
     tracing::Span::current().record("version", short(&version.digest));
@@ -59,7 +73,10 @@ pub async fn invoke(
             "does not export wasi:http/incoming-handler".into(),
         ));
     };
-    let permit = invocation::acquire(slot, &limits).await?;
+    let permit = match permit {
+        Some(permit) => permit,
+        None => invocation::acquire(slot, &limits).await?,
+    };
     let deadline = Instant::now() + limits.timeout;
     let trace = Trace {
         trace_id: &ids.trace_id,
@@ -77,6 +94,7 @@ pub async fn invoke(
             .map_err(|e| Failure::Failed(format!("{e:#}")))?;
         (req, out)
     };
+    let only_on_success = matches!(commit, Commit::OnSuccess { .. });
     // Whether to commit, decided once the whole response is in hand.
     let (decide, decision) = tokio::sync::oneshot::channel::<bool>();
     let component = slot.id.clone();
@@ -94,11 +112,14 @@ pub async fn invoke(
             let result = tokio::time::timeout_at(deadline, run).await;
             let failure = match result {
                 Ok(Ok(())) => {
-                    let outcome = match decision.await {
-                        Ok(true) => Outcome::Commit { inbox: None },
+                    let outcome = match (decision.await, &commit) {
+                        (Ok(true), Commit::UnlessServerError) => Outcome::Commit { inbox: None },
+                        (Ok(true), Commit::OnSuccess { inbox }) => Outcome::Commit {
+                            inbox: Some(inbox.as_str()),
+                        },
                         _ => Outcome::Rollback,
                     };
-                    return invocation::finish(&mut store, outcome).await.map(drop);
+                    return invocation::finish(&mut store, outcome).await;
                 }
                 Ok(Err(e)) => invocation::classify(e, &limits, store.data().limits.exceeded),
                 Err(_) => Failure::Timeout(limits.timeout.as_millis()),
@@ -109,7 +130,7 @@ pub async fn invoke(
         }
         .in_current_span(),
     );
-    let outcome = |task: tokio::task::JoinHandle<Result<(), Failure>>| async move {
+    let outcome = |task: tokio::task::JoinHandle<Result<Finished, Failure>>| async move {
         match task.await {
             Ok(result) => result,
             Err(join) => Err(Failure::Failed(format!(
@@ -141,8 +162,12 @@ pub async fn invoke(
             return Err(failure);
         }
     };
-    let _ = decide.send(!parts.status.is_server_error());
-    outcome(task).await?;
+    let _ = decide.send(if only_on_success {
+        parts.status.is_success()
+    } else {
+        !parts.status.is_server_error()
+    });
+    let finished = outcome(task).await?;
     let mut response = Response::from_parts(
         parts,
         Full::new(body)
@@ -153,7 +178,7 @@ pub async fn invoke(
     if let Ok(value) = http::HeaderValue::from_str(short(&version.digest)) {
         response.headers_mut().insert(VERSION_HEADER, value);
     }
-    Ok(response)
+    Ok((response, finished))
 }
 
 /// The whole response body, up to `max_response_bytes`.
@@ -197,6 +222,13 @@ impl LocalService for Registry {
                 format!("no component `{component}` serves HTTP in this app (called as http://{component}.spin.internal)")
             })?
             .clone();
+        // Events come from the host alone: a component cannot forge one for another.
+        if slot.receives_events_at(request.uri().path()) {
+            return Err(format!(
+                "{} is where `{component}` receives events, which only the host sends",
+                request.uri().path()
+            ));
+        }
         if request.body().len() as u64 > self.max_request_bytes {
             return Err(format!(
                 "the request body is larger than the limit of {} bytes",
@@ -224,8 +256,9 @@ impl LocalService for Registry {
         let (mut parts, body) = request.into_parts();
         chained_headers(&mut parts, &ids);
         let request = Request::from_parts(parts, Full::new(body));
-        let response = match invoke(&self, &slot, request, &ids).instrument(span).await {
-            Ok(response) => response,
+        let invoked = invoke(&self, &slot, request, &ids, Commit::UnlessServerError, None);
+        let response = match invoked.instrument(span).await {
+            Ok((response, _)) => response,
             Err(failure) => failure_response(failure, component).into_response(&ids.trace_id),
         };
         let (parts, body) = response.into_parts();
@@ -252,7 +285,7 @@ pub fn strip_host_headers(headers: &mut http::HeaderMap) {
 
 /// The headers a chained component sees: the caller's, minus what only the host sets,
 /// plus the trace and the `spin-*` headers of a private route.
-fn chained_headers(parts: &mut http::request::Parts, ids: &RequestIds) {
+pub(crate) fn chained_headers(parts: &mut http::request::Parts, ids: &RequestIds) {
     let headers = &mut parts.headers;
     strip_host_headers(headers);
     headers.insert(TRACEPARENT, ids.traceparent.clone());
@@ -297,13 +330,15 @@ pub fn failure_response(failure: Failure, component: &str) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMMIT_FAILED", message)
                 .with_header(header::RETRY_AFTER, "1")
         }
-        Failure::Trapped(_) | Failure::NoResponse | Failure::Failed(_) | Failure::Handler(_) => {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "COMPONENT_FAILED",
-                message,
-            )
-        }
+        Failure::Trapped(_)
+        | Failure::NoResponse
+        | Failure::Failed(_)
+        | Failure::Handler(_)
+        | Failure::Rejected(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "COMPONENT_FAILED",
+            message,
+        ),
     }
 }
 

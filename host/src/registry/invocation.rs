@@ -16,7 +16,7 @@ use crate::bindings::messaging_types::BrokerMessage;
 use crate::capabilities::http_outbound::OutboundHttp;
 use crate::capabilities::key_value::KvSession;
 use crate::capabilities::messaging::subject::matches_any;
-use crate::capabilities::messaging::{Message, MessagingSession, Responder};
+use crate::capabilities::messaging::{Message, MessagingSession, Published, Responder};
 use crate::capabilities::sql::SqlSession;
 use crate::config::Limits;
 use crate::state::{Finished, GuestLimits, InvocationState, Outcome};
@@ -43,6 +43,10 @@ pub enum Failure {
     ResponseTooLarge(u64, u64),
     #[error("returned an error: {0}")]
     Handler(String),
+    /// An event its handler will never take (a 4xx other than 408 and 429): retrying
+    /// cannot help.
+    #[error("refused the event: {0}")]
+    Rejected(String),
     #[error("could not commit its writes: {0}")]
     Commit(String),
 }
@@ -115,6 +119,12 @@ fn state(
             trace.trace_id.clone(),
             "stderr",
         ));
+    let published = Arc::new(Published::new(
+        slot.id.clone(),
+        slot.source.clone(),
+        version.publishes.clone(),
+        trace.traceparent.clone(),
+    ));
     InvocationState {
         table: Default::default(),
         wasi: wasi.build(),
@@ -124,6 +134,7 @@ fn state(
             allowed: version.allowed_hosts.clone(),
             traceparent: trace.traceparent.clone(),
             local: registry.clone(),
+            events: published.clone(),
         },
         sql: SqlSession::new(
             slot.id.clone(),
@@ -132,9 +143,8 @@ fn state(
         ),
         kv: KvSession::new(slot.id.clone(), version.stores.clone()),
         messaging: MessagingSession::new(
-            slot.id.clone(),
-            version.publishes.clone(),
             version.messaging.clone(),
+            published,
             trace.traceparent.clone(),
             slot.relay.clone(),
             registry.clone(),

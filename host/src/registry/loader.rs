@@ -115,11 +115,12 @@ pub async fn prepare(
             exports.join(", ")
         )));
     }
-    let subscribes = !config.messaging.subscriptions.is_empty();
+    let handler_patterns = config.messaging.handler_patterns();
+    let subscribes = !handler_patterns.is_empty();
     if subscribes && !exports_named("wasmcloud:messaging/handler@0.2") {
         return Err(LoadError::NotASubscriber(format!(
-            "it has subscriptions [{}] but exports [{}] and not wasmcloud:messaging/handler@0.2.0; export it (wit-bindgen) or remove `subscriptions`",
-            config.messaging.subscriptions.join(", "),
+            "it has subscriptions [{}] for its wasmcloud:messaging handler but exports [{}] and not wasmcloud:messaging/handler@0.2.0; export it (wit-bindgen), or have them delivered to an HTTP route: {{ events = [...], route = \"/…\" }}",
+            handler_patterns.join(", "),
             exports.join(", ")
         )));
     }

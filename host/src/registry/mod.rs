@@ -13,6 +13,7 @@ pub mod grants;
 pub mod http;
 pub mod invocation;
 pub mod loader;
+pub mod portability;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::bindings::SubscriberPre;
 use crate::capabilities::http_outbound::AllowedHosts;
 use crate::capabilities::messaging::Messaging;
 use crate::capabilities::{key_value, sql};
-use crate::config::Limits;
+use crate::config::{self, Limits};
 use crate::engine::Engine;
 use crate::state::InvocationState;
 
@@ -142,15 +143,25 @@ pub struct Slot {
     pub permits: Arc<Semaphore>,
     /// Wakes the relay of the component's outbox after a commit that published.
     pub relay: Option<Arc<Notify>>,
-    /// Subject patterns delivered to it (`subscriptions`): where a request is answered.
+    /// Subject patterns delivered to its `wasmcloud:messaging/handler`: where a request is
+    /// answered.
     pub subscriptions: Arc<[String]>,
+    /// `/<app>/<component>`: the `source` of the CloudEvents it publishes.
+    pub source: Arc<str>,
+    /// Where it receives events, by path segment: only the host may send there.
+    event_routes: Vec<Vec<String>>,
 }
 
 impl Slot {
-    pub fn new(id: &str, version: Version, subscriptions: &[String]) -> Slot {
+    pub fn new(id: &str, version: Version, messaging: &config::Messaging, app: &str) -> Slot {
         Slot {
             id: id.into(),
-            subscriptions: subscriptions.into(),
+            source: format!("/{app}/{id}").into(),
+            subscriptions: messaging.handler_patterns().into(),
+            event_routes: messaging
+                .event_routes()
+                .map(|route| segments(route).map(str::to_owned).collect())
+                .collect(),
             permits: Arc::new(Semaphore::new(version.limits.max_concurrency as usize)),
             relay: version
                 .primary_database
@@ -158,6 +169,19 @@ impl Slot {
                 .map(|_| Arc::new(Notify::new())),
             deployment: ArcSwap::from_pointee(Deployment::only(Arc::new(version))),
         }
+    }
+
+    /// Whether a request for `path` would reach one of its event routes, or a path beneath
+    /// one: compared by segments, skipping empty and `.` ones, the most any router of the
+    /// component could read into a path.
+    pub fn receives_events_at(&self, path: &str) -> bool {
+        if self.event_routes.is_empty() {
+            return false;
+        }
+        let path: Vec<&str> = segments(path).collect();
+        self.event_routes
+            .iter()
+            .any(|route| path.len() >= route.len() && route.iter().zip(&path).all(|(r, p)| r == p))
     }
 
     /// The version new work should run on: the canary for its share of picks, else stable.
@@ -219,6 +243,11 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Slot>> {
         self.slots.values()
     }
+}
+
+/// A path's segments, without the empty and `.` ones.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty() && *s != ".")
 }
 
 #[cfg(test)]

@@ -23,6 +23,37 @@ pub trait LocalService: Send + Sync {
     ) -> Result<http::Response<Bytes>, String>;
 }
 
+/// Hands a guest's CloudEvent to the invocation's outbox: a body over the sink's limit is
+/// answered 413 without being read to its end.
+pub async fn publish(
+    events: Arc<dyn super::EventSink>,
+    request: http::Request<WasiBody>,
+) -> Result<http::Response<WasiBody>, HttpError> {
+    let (parts, body) = request.into_parts();
+    let limit = events.limit();
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let error = serde_json::json!({"error": {
+                "code": "EVENT_TOO_LARGE",
+                "message": format!("the event is larger than the limit of {limit} bytes"),
+            }});
+            let mut response = http::Response::new(Bytes::from(error.to_string()));
+            *response.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+            return Ok(
+                response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync())
+            );
+        }
+        Err(e) => {
+            return Err(HttpError::InternalError(Some(format!(
+                "cannot read the event: {e}"
+            ))));
+        }
+    };
+    let response = events.accept(http::Request::from_parts(parts, body));
+    Ok(response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync()))
+}
+
 /// Sends a guest's request to `component` in this process.
 pub async fn send(
     local: Arc<dyn LocalService>,

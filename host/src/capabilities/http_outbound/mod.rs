@@ -10,11 +10,24 @@
 //!
 //! Everything else fails in the guest with an error naming the host and the entry to add,
 //! and is logged the same way. The caller's `traceparent` goes along so a call chain stays
-//! one trace. `http://<component>.spin.internal` is served in-process ([`chaining`]).
+//! one trace. `http://<component>.spin.internal` is served in-process ([`chaining`]), and so
+//! is `http://events.berth.internal`, where a component publishes CloudEvents ([`EventSink`]).
 
 mod chaining;
 
 pub use chaining::{INTERNAL_SUFFIX, LocalService};
+
+/// The host a component POSTs its CloudEvents to; berth serves it itself.
+pub const EVENTS_HOST: &str = "events.berth.internal";
+
+/// Takes the events an invocation publishes over HTTP; implemented by the messaging
+/// capability, which keeps them in the invocation's unit of work.
+pub trait EventSink: Send + Sync {
+    /// The largest request body it takes.
+    fn limit(&self) -> usize;
+    /// Answers a request to [`EVENTS_HOST`]: 202 once the event is in the outbox.
+    fn accept(&self, request: http::Request<bytes::Bytes>) -> http::Response<bytes::Bytes>;
+}
 
 use std::fmt;
 use std::sync::Arc;
@@ -215,6 +228,8 @@ pub struct OutboundHttp {
     pub traceparent: HeaderValue,
     /// Serves `http://<component>.spin.internal`, where the allow-list names it.
     pub local: Arc<dyn LocalService>,
+    /// Serves `http://events.berth.internal`, where the allow-list names it.
+    pub events: Arc<dyn EventSink>,
 }
 
 impl OutboundHttp {
@@ -271,6 +286,20 @@ impl WasiHttpHooks for OutboundHttp {
             .host()
             .unwrap_or_default()
             .to_ascii_lowercase();
+        if host == EVENTS_HOST {
+            let events = self.events.clone();
+            let span = tracing::info_span!("messaging.publish", component = %self.component);
+            return Box::new(tracing::Instrument::instrument(
+                async move {
+                    let response = chaining::publish(events, request).await?;
+                    Ok((
+                        response,
+                        Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>,
+                    ))
+                },
+                span,
+            ));
+        }
         if let Some(component) = host.strip_suffix(INTERNAL_SUFFIX) {
             let component = component.to_owned();
             let local = self.local.clone();
@@ -377,6 +406,12 @@ mod tests {
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
             local: Arc::new(Nowhere),
+            events: Arc::new(crate::capabilities::messaging::Published::new(
+                "payment".into(),
+                "/app/payment".into(),
+                Arc::new([]),
+                HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            )),
         };
         let denied = hooks
             .check(&"https://api.stripe.com/v1/charges".parse().unwrap())

@@ -1,25 +1,29 @@
-//! `wasmcloud:messaging@0.2.0`: events between components, published through a transactional
-//! outbox and delivered effect-once.
+//! Events between components, published through a transactional outbox and delivered
+//! effect-once: CloudEvents over HTTP for Spin components ([`cloudevents`]), and
+//! `wasmcloud:messaging@0.2.0` for components written for wasmCloud (`wit.rs`).
 //!
 //! | where | key | meaning |
 //! |---|---|---|
 //! | runtime config | `[messaging] type = "embedded"` (default) | a durable bus in `<data-dir>/bus/bus.db` |
 //! | | `[messaging] type = "nats"`, `url = "nats://…"` | NATS JetStream: one stream per app, a durable consumer per subscribing component |
-//! | `[component.<id>.tool.berth]` | `publishes = ["order.*"]` | subjects the component may publish to; grants `consumer` |
-//! | | `subscriptions = ["payment.*"]` | subjects delivered to its `handler` export (NATS wildcards) |
+//! | `[component.<id>.tool.berth]` | `publishes = ["order.*"]` | event types (subjects) it may publish, by POST to `http://events.berth.internal` or through `consumer` |
+//! | | `subscriptions = [{ events = ["payment.*"], route = "/…" }]` | events POSTed to that route as CloudEvents; a bare `"payment.*"` goes to its `handler` export (NATS wildcards) |
 //! | | `consumer_group` | defaults to the component id: each message is handled once per group |
 //! | | `max_delivery_attempts` | 5; then the message goes to the dead letters |
 //!
-//! The path of one message: the guest's `publish` is buffered in the invocation, written to
-//! the outbox table of the component's own database in the same transaction as its SQL
-//! writes ([`outbox`]), moved to the [`Bus`] by the component's relay once committed, and
-//! handed to each subscribing group ([`delivery`]), whose handler runs in a transaction that
-//! also records the message id in its inbox.
+//! The path of one message: the guest's publish is buffered in the invocation
+//! ([`Published`]), written to the outbox table of the component's own database in the same
+//! transaction as its SQL writes ([`outbox`]), moved to the [`Bus`] by the component's relay
+//! once committed, and handed to each subscribing group (`triggers::events::delivery`), whose
+//! handler runs in a transaction that also records the message id in its inbox. On the bus an
+//! event published over HTTP is its structured CloudEvent JSON.
 
 pub mod backoff;
+pub mod cloudevents;
 pub(crate) mod embedded;
 pub(crate) mod nats;
 pub mod outbox;
+mod published;
 pub mod subject;
 mod wit;
 
@@ -29,6 +33,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use published::Published;
 pub use wit::{Messaging, MessagingCapability, MessagingSession, MessagingView, Responder};
 
 /// One message on the bus.

@@ -12,13 +12,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use wasmtime::component::HasData;
 
-use super::subject::{self, REPLY_PREFIX};
+use super::published::Published;
+use super::subject::REPLY_PREFIX;
 use super::{Bus, Message};
 use crate::bindings::{consumer, messaging_types};
 
-/// Messages one invocation may publish, and the largest body; beyond them `publish` fails.
-const MAX_MESSAGES: usize = 1000;
-const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The longest a `request` may wait, whatever the guest asks for.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -70,13 +68,11 @@ impl Replies {
     }
 }
 
-/// One invocation's messaging: what it may publish, and what it has published so far.
+/// One invocation's messaging: what it has published, and the way to a responder.
 pub struct MessagingSession {
-    component: Arc<str>,
-    publishes: Arc<[String]>,
     messaging: Option<Arc<Messaging>>,
+    published: Arc<Published>,
     traceparent: http::HeaderValue,
-    outbox: Vec<Message>,
     relay: Option<Arc<Notify>>,
     /// Runs the local subscriber of a `request`'s subject.
     responder: Arc<dyn Responder>,
@@ -84,47 +80,32 @@ pub struct MessagingSession {
 
 impl MessagingSession {
     pub fn new(
-        component: Arc<str>,
-        publishes: Arc<[String]>,
         messaging: Option<Arc<Messaging>>,
+        published: Arc<Published>,
         traceparent: http::HeaderValue,
         relay: Option<Arc<Notify>>,
         responder: Arc<dyn Responder>,
     ) -> MessagingSession {
         MessagingSession {
-            component,
-            publishes,
             messaging,
+            published,
             traceparent,
-            outbox: Vec::new(),
             relay,
             responder,
         }
     }
 
     pub fn take_outbox(&mut self) -> Vec<Message> {
-        std::mem::take(&mut self.outbox)
+        self.published.take()
     }
 
     pub fn discard(&mut self) {
-        self.outbox.clear();
+        self.published.discard();
     }
 
     pub fn wake_relay(&self) {
         if let Some(relay) = &self.relay {
             relay.notify_one();
-        }
-    }
-
-    fn may_publish(&self, subject: &str) -> Result<(), String> {
-        subject::check(subject, false)?;
-        if subject::matches_any(&self.publishes, subject) {
-            Ok(())
-        } else {
-            Err(format!(
-                "component `{0}` may not publish to `{subject}`: add it to `publishes` in [component.{0}.tool.berth]",
-                self.component
-            ))
         }
     }
 
@@ -145,25 +126,9 @@ impl MessagingSession {
                 ))
             };
         }
-        self.may_publish(&msg.subject)?;
-        if msg.body.len() > MAX_BODY_BYTES {
-            return Err(format!(
-                "the message body is {} bytes; the limit is {MAX_BODY_BYTES}",
-                msg.body.len()
-            ));
-        }
-        if self.outbox.len() >= MAX_MESSAGES {
-            return Err(format!(
-                "one invocation may publish at most {MAX_MESSAGES} messages"
-            ));
-        }
-        self.outbox.push(Message {
-            id: uuid::Uuid::now_v7().to_string(),
-            subject: msg.subject,
-            body: msg.body,
-            traceparent: self.traceparent.to_str().ok().map(str::to_owned),
-        });
-        Ok(())
+        self.published
+            .publish(msg.subject, msg.body)
+            .map_err(|rejected| rejected.message)
     }
 
     async fn request(
@@ -172,7 +137,7 @@ impl MessagingSession {
         body: Vec<u8>,
         timeout_ms: u32,
     ) -> Result<messaging_types::BrokerMessage, String> {
-        self.may_publish(&subject)?;
+        self.published.may_publish(&subject)?;
         let messaging = self.messaging()?.clone();
         let responder = self.responder.clone();
         let reply_to = format!("{REPLY_PREFIX}{}", uuid::Uuid::new_v4().simple());
@@ -252,7 +217,7 @@ impl consumer::Host for MessagingView<'_> {
         let _span = tracing::info_span!("messaging.publish", subject = %msg.subject).entered();
         let result = self.session.publish(msg);
         if let Err(e) = &result {
-            tracing::warn!(component = %self.session.component, "publish refused: {e}");
+            tracing::warn!("publish refused: {e}");
         }
         Ok(result)
     }

@@ -1,24 +1,34 @@
 //! Delivery: each subscribing component's consumer group takes messages from the bus and
 //! runs the component's current version on each, under the same sandbox and concurrency
-//! limit as its HTTP requests. A message already in the component's inbox is acknowledged
-//! without running anything; a handler error, trap or timeout rolls its work back and the
-//! message is retried with exponential backoff and jitter, then dead-lettered.
+//! limit as its HTTP requests: as a CloudEvent POSTed to the subscription's route (binary
+//! mode), or through its `wasmcloud:messaging/handler` export. A message already in the
+//! component's inbox is acknowledged without running anything. A 2xx commits the handler's
+//! work with the message id in its inbox; a 5xx, 408, 429, handler error, trap or timeout
+//! rolls it back and the message is retried with exponential backoff and jitter, then
+//! dead-lettered; any other status dead-letters it at once, with the response as the reason.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::capabilities::messaging::backoff::{self, REDELIVERY};
+use crate::capabilities::messaging::subject::matches_any;
 use crate::capabilities::messaging::{
-    Bus, BusError, Delivery, SubscribeOptions, Subscription, outbox,
+    Bus, BusError, Delivery, Message, SubscribeOptions, Subscription as BusSubscription,
+    cloudevents, outbox,
 };
 use crate::capabilities::sql::Database;
+use crate::config::Subscription;
+use crate::registry::http::{Commit, RequestIds, chained_headers, invoke};
 use crate::registry::invocation::{self, Failure};
 use crate::registry::{Registry, Slot};
 use crate::state::Finished;
+use crate::telemetry::TraceContext;
 
 /// Time a delivery may stay unsettled beyond the handler's deadline before the bus hands
 /// it out again.
@@ -30,7 +40,9 @@ pub struct Consumer {
     pub registry: Arc<Registry>,
     pub bus: Arc<dyn Bus>,
     pub group: String,
-    pub patterns: Vec<String>,
+    pub subscriptions: Vec<Subscription>,
+    /// `/<app>`: the source of events made from plain `wasmcloud:messaging` messages.
+    pub app_source: String,
     pub max_attempts: u32,
     /// The component's database that holds its inbox.
     pub inbox: Arc<dyn Database>,
@@ -46,15 +58,20 @@ impl Consumer {
 
     /// Registers the group with the bus. The host does this before it serves, so that no
     /// event published by its first requests misses a group that was not registered yet.
-    pub async fn subscribe(&self) -> Result<Box<dyn Subscription>, BusError> {
+    pub async fn subscribe(&self) -> Result<Box<dyn BusSubscription>, BusError> {
+        let patterns: Vec<String> = self
+            .subscriptions
+            .iter()
+            .flat_map(|s| s.events.iter().cloned())
+            .collect();
         self.bus
-            .subscribe(&self.group, &self.patterns, self.options())
+            .subscribe(&self.group, &patterns, self.options())
             .await
     }
 
     /// Delivers until `stop` is cancelled; deliveries already running finish on their own.
     /// Without a `first` subscription (the bus was unreachable at start) it keeps trying.
-    pub async fn run(self, first: Option<Box<dyn Subscription>>, stop: CancellationToken) {
+    pub async fn run(self, first: Option<Box<dyn BusSubscription>>, stop: CancellationToken) {
         let this = Arc::new(self);
         let mut waits = backoff::RECONNECT.waits();
         let mut subscription = match first {
@@ -73,7 +90,7 @@ impl Consumer {
                 }
             },
         };
-        tracing::info!(component = %this.slot.id, group = %this.group, subjects = ?this.patterns, "subscribed");
+        tracing::info!(component = %this.slot.id, group = %this.group, subscriptions = ?this.subscriptions, "subscribed");
         loop {
             let delivery = tokio::select! {
                 d = subscription.next() => d,
@@ -110,17 +127,20 @@ impl Consumer {
         async {
             let result = match outbox::was_handled(&self.inbox, &message.id).await {
                 Ok(true) => Ok(Finished::Duplicate),
-                Ok(false) => {
-                    invocation::handle_message(
-                        &self.registry,
-                        &self.slot,
-                        permit,
-                        &message,
-                        None,
-                        true,
-                    )
-                    .await
-                }
+                Ok(false) => match self.route_of(&message.subject) {
+                    Some(route) => self.post(route, &message, permit).await,
+                    None => {
+                        invocation::handle_message(
+                            &self.registry,
+                            &self.slot,
+                            permit,
+                            &message,
+                            None,
+                            true,
+                        )
+                        .await
+                    }
+                },
                 Err(e) => Err(Failure::Failed(format!("cannot read its inbox: {e}"))),
             };
             let settled = match settlement(result, attempt, self.max_attempts, &self.slot.id) {
@@ -136,6 +156,82 @@ impl Consumer {
         .await
     }
 }
+
+impl Consumer {
+    /// The HTTP route `subject` is delivered to; `None` for the wasmcloud handler.
+    fn route_of(&self, subject: &str) -> Option<&str> {
+        self.subscriptions
+            .iter()
+            .find(|s| matches_any(&s.events, subject))
+            .and_then(|s| s.route.as_deref())
+    }
+
+    /// POSTs the message to `route` as a CloudEvent in binary mode, through the same
+    /// invocation path as a client's request, committing only on a 2xx.
+    async fn post(
+        &self,
+        route: &str,
+        message: &Message,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Finished, Failure> {
+        let event = cloudevents::event_of(message, &self.app_source);
+        let (headers, body) = cloudevents::binary(&event);
+        let trace =
+            TraceContext::continue_or_start(message.traceparent.as_deref().map(str::as_bytes));
+        let ids = RequestIds {
+            request_id: crate::telemetry::request_id(),
+            trace_id: trace.trace_id_hex().into(),
+            traceparent: trace.header(),
+        };
+        let mut request =
+            Request::post(format!("http://{}{EVENTS_AUTHORITY}{route}", self.slot.id))
+                .body(Full::new(body))
+                .map_err(|e| Failure::Failed(format!("cannot make the event's request: {e}")))?;
+        *request.headers_mut() = headers;
+        let (mut parts, body) = request.into_parts();
+        chained_headers(&mut parts, &ids);
+        let request = Request::from_parts(parts, body);
+        let commit = Commit::OnSuccess {
+            inbox: message.id.clone(),
+        };
+        let (response, finished) = invoke(
+            &self.registry,
+            &self.slot,
+            request,
+            &ids,
+            commit,
+            Some(permit),
+        )
+        .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(finished);
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let reason = format!(
+            "answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(MAX_REASON_BYTES)])
+        );
+        if status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(Failure::Handler(reason))
+        } else {
+            Err(Failure::Rejected(reason))
+        }
+    }
+}
+
+/// The authority of the URL an event is delivered to, after the component id.
+const EVENTS_AUTHORITY: &str = ".events.berth.internal";
+/// How much of a refusing response's body is kept as the dead letter's reason.
+const MAX_REASON_BYTES: usize = 1024;
 
 /// What becomes of a delivery once its handler ran.
 #[derive(Debug, PartialEq)]
@@ -162,6 +258,11 @@ fn settlement(
             Settlement::Ack
         }
         Ok(Finished::RolledBack) => Settlement::Retry(REDELIVERY.after(attempt)),
+        Err(failure @ Failure::Rejected(_)) => {
+            let error = format!("component `{component}` {failure}");
+            tracing::error!("{error}; dead-lettered without retrying");
+            Settlement::DeadLetter(error)
+        }
         Err(failure) if attempt >= max_attempts => {
             let error = format!("component `{component}` {failure}");
             tracing::error!("{error}; dead-lettered after {attempt} attempts");
@@ -205,6 +306,10 @@ mod tests {
         assert_eq!(
             settlement(Err(Failure::Handler("bad input".into())), 5, 5, "order"),
             Settlement::DeadLetter("component `order` returned an error: bad input".into())
+        );
+        assert_eq!(
+            settlement(Err(Failure::Rejected("answered 400".into())), 1, 5, "order"),
+            Settlement::DeadLetter("component `order` refused the event: answered 400".into())
         );
         assert!(matches!(
             settlement(Ok(Finished::RolledBack), 9, 5, "c"),

@@ -289,13 +289,20 @@ impl Gateway {
             return Ok(response);
         }
         let router = self.router.load();
-        let Some((pattern, target, matched)) = router.route(&path) else {
-            return Err(ApiError::new(
+        let no_route = || {
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 "ROUTE_NOT_FOUND",
                 format!("no route matches {path}"),
-            ));
+            )
         };
+        let Some((pattern, target, matched)) = router.route(&path) else {
+            return Err(no_route());
+        };
+        // Events reach a component only from the host, whoever asks and however spelled.
+        if target.slot.receives_events_at(&path) {
+            return Err(no_route());
+        }
         let span = tracing::Span::current();
         span.record("route", tracing::field::display(pattern));
         span.record("component", &*target.slot.id);
@@ -366,8 +373,10 @@ impl Gateway {
             },
         );
         let request = Request::from_parts(parts, Full::new(body));
-        crate::registry::http::invoke(&self.registry, &target.slot, request, ids)
+        let commit = crate::registry::http::Commit::UnlessServerError;
+        crate::registry::http::invoke(&self.registry, &target.slot, request, ids, commit, None)
             .await
+            .map(|(response, _)| response)
             .map_err(|failure| failure_response(failure, &target.slot.id))
     }
 

@@ -8,6 +8,8 @@
 //! | `POST …/request?subject=S` | `consumer.request` and answers the reply's body |
 //! | `GET …/received` | `[{subject, body}]` of every event handled |
 //! | `POST …/record-trace` | records its `traceparent` header (called by the handler) |
+//! | `POST …/publish-ce?subject=S&id=I&mode=binary\|structured` | POSTs the body as a CloudEvent to `http://events.berth.internal`, answering what it answered |
+//! | `POST …/cloudevent` | the event route: `test.http.fail.*` writes then answers 500, `test.http.refuse.*` answers 400, anything else is recorded as received (`http:<type>`, with its `ce-*` headers) |
 //! | `GET …/traces` | the recorded `traceparent`s |
 //!
 //! Handler: `test.fail.*` always fails; `test.echo` replies `echo: <body>`; `test.trace`
@@ -93,6 +95,8 @@ fn handle(request: Request) -> Response {
             Ok(reply) => text(200, String::from_utf8_lossy(&reply.body)),
             Err(e) => text(502, e),
         },
+        (Method::Post, "publish-ce") => publish_cloudevent(&request, &subject, &query),
+        (Method::Post, "cloudevent") => receive_cloudevent(&request),
         (Method::Get, "received") => {
             let rows = db()
                 .execute("SELECT subject, body FROM received ORDER BY n", &[])
@@ -133,6 +137,81 @@ fn handle(request: Request) -> Response {
         }
         _ => text(404, "no such route"),
     }
+}
+
+fn publish_cloudevent(request: &Request, subject: &str, query: &str) -> Response {
+    let id = param(query, "id").unwrap_or_else(|| "ce-1".into());
+    let mut outgoing = Request::builder()
+        .method(Method::Post)
+        .uri("http://events.berth.internal/")
+        .build();
+    let data = String::from_utf8_lossy(request.body()).into_owned();
+    if param(query, "mode").as_deref() == Some("structured") {
+        let event = serde_json::json!({
+            "specversion": "1.0", "id": id, "type": subject, "source": "/claimed/elsewhere",
+            "datacontenttype": "application/json",
+            "data": serde_json::from_str::<serde_json::Value>(&data).unwrap_or(serde_json::Value::Null),
+        });
+        outgoing.set_header("content-type", "application/cloudevents+json");
+        *outgoing.body_mut() = event.to_string().into_bytes();
+    } else {
+        for (name, value) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", id.as_str()),
+            ("ce-type", subject),
+            ("ce-source", "/claimed/elsewhere"),
+            ("content-type", "application/json"),
+        ] {
+            outgoing.set_header(name, value);
+        }
+        *outgoing.body_mut() = data.into_bytes();
+    }
+    match spin_sdk::http::run(send::<_, Response>(outgoing)) {
+        Ok(response) => text(
+            *response.status(),
+            String::from_utf8_lossy(response.body()).into_owned(),
+        ),
+        Err(e) => text(502, format!("publishing failed: {e}")),
+    }
+}
+
+fn receive_cloudevent(request: &Request) -> Response {
+    let header = |name: &str| {
+        request
+            .header(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let kind = header("ce-type");
+    let record = || {
+        let seen = serde_json::json!({
+            "id": header("ce-id"),
+            "source": header("ce-source"),
+            "specversion": header("ce-specversion"),
+            "time": header("ce-time"),
+            "contentType": header("content-type"),
+            "data": String::from_utf8_lossy(request.body()),
+        });
+        db().execute(
+            "INSERT INTO received (subject, body) VALUES (?, ?)",
+            &[
+                Value::Text(format!("http:{kind}")),
+                Value::Text(seen.to_string()),
+            ],
+        )
+        .expect("insert");
+    };
+    if kind.starts_with("test.http.fail.") {
+        // Writes first, to show that a failed delivery's writes are rolled back.
+        record();
+        return text(500, format!("{kind} always fails"));
+    }
+    if kind.starts_with("test.http.refuse.") {
+        return text(400, format!("{kind} is not for me"));
+    }
+    record();
+    text(200, "handled")
 }
 
 struct Handler;
