@@ -102,16 +102,6 @@ pub fn receive<T: DeserializeOwned>(request: &Request) -> Result<Event<T>, ApiEr
     Ok(Event { id, kind, data })
 }
 
-/// Whether the event `id` was handled already (checked before side effects outside the
-/// database, such as a charge).
-pub fn handled(db: &Db, id: &str) -> Result<bool, ApiError> {
-    let rows = db.query(
-        "SELECT 1 FROM handled_events WHERE event_id = ?",
-        &[text(id)],
-    )?;
-    Ok(rows.rows().next().is_some())
-}
-
 /// How long handled ids are remembered; redeliveries come far sooner.
 const REMEMBERED_SECONDS: i64 = 7 * 24 * 3600;
 

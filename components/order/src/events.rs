@@ -8,7 +8,8 @@
 //! | `payment.refunded` | a cancelled order that had been confirmed becomes `refunded` |
 //!
 //! Each update names the state it starts from, so an event that arrives late changes
-//! nothing, and its id is recorded with the update, so one that arrives twice does neither.
+//! nothing, and skips an event whose id it has recorded, so one that arrives twice does
+//! neither.
 
 use common::db::{Db, text};
 use common::{ApiResult, events};
@@ -56,33 +57,39 @@ pub fn handle(request: &Request) -> ApiResult {
         order_id,
         payment_id,
     } = event.data;
+    // Each update skips an event already recorded, and is recorded after it: the two need no
+    // transaction of their own (on berth they share the invocation's anyway), since an update
+    // that was applied but not recorded is a no-op when the event comes again.
     let (sql, params) = match event.kind.as_str() {
         "payment.succeeded" => (
             "UPDATE orders SET status = 'confirmed', payment_id = ?, updated_at = ?
-             WHERE id = ? AND status = 'pending'",
-            vec![text(payment_id), text(common::now()), text(order_id)],
+             WHERE id = ? AND status = 'pending' AND NOT EXISTS
+               (SELECT 1 FROM handled_events WHERE event_id = ?)",
+            vec![
+                text(payment_id),
+                text(common::now()),
+                text(order_id),
+                text(&event.id),
+            ],
         ),
         "payment.failed" => (
             "UPDATE orders SET status = 'cancelled', updated_at = ?
-             WHERE id = ? AND status = 'pending'",
-            vec![text(common::now()), text(order_id)],
+             WHERE id = ? AND status = 'pending' AND NOT EXISTS
+               (SELECT 1 FROM handled_events WHERE event_id = ?)",
+            vec![text(common::now()), text(order_id), text(&event.id)],
         ),
         "payment.refunded" => (
             "UPDATE orders SET status = 'refunded', updated_at = ?
-             WHERE id = ? AND status = 'cancelled' AND payment_id IS NOT NULL",
-            vec![text(common::now()), text(order_id)],
+             WHERE id = ? AND status = 'cancelled' AND payment_id IS NOT NULL AND NOT EXISTS
+               (SELECT 1 FROM handled_events WHERE event_id = ?)",
+            vec![text(common::now()), text(order_id), text(&event.id)],
         ),
         _ => return Ok(events::handled_response("ignored")),
     };
     let db = Db::open(DATABASE)?;
-    let applied = db.transaction(|tx| {
-        if !events::first_time(tx, &event.id)? {
-            return Ok(false);
-        }
-        tx.query(sql, &params)?;
-        Ok::<_, common::ApiError>(true)
-    })?;
-    Ok(events::handled_response(if applied {
+    db.query(sql, &params)?;
+    let first = events::first_time(&db, &event.id)?;
+    Ok(events::handled_response(if first {
         "applied"
     } else {
         "duplicate"

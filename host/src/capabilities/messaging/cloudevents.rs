@@ -4,10 +4,11 @@
 //! mode.
 
 use bytes::Bytes;
+use cloudevents::Event;
 use cloudevents::event::{AttributesReader, AttributesWriter, Data};
-use cloudevents::{Event, EventBuilder, EventBuilderV10};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
 
 use super::Message;
 
@@ -78,20 +79,18 @@ fn readable_data(event: &mut Event) -> Result<(), Rejected> {
         return Ok(());
     };
     let content_type = event.datacontenttype().unwrap_or("application/json");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let data = if essence == "application/json" || essence.ends_with("+json") {
+    let data = if is_json(content_type) {
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
             bad(format!(
                 "the event's data is not the JSON its content type ({content_type}) says: {e}"
             ))
         })?;
         Data::Json(value)
-    } else if essence.starts_with("text/") {
+    } else if content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("text/")
+    {
         match std::str::from_utf8(bytes) {
             Ok(text) => Data::String(text.to_owned()),
             Err(_) => return Ok(()),
@@ -104,13 +103,56 @@ fn readable_data(event: &mut Event) -> Result<(), Rejected> {
     Ok(())
 }
 
-/// The event a message carries: its structured JSON, or, for a message published through
-/// `wasmcloud:messaging` as plain bytes, an event made from it (the message id and subject,
-/// `default_source`).
-pub fn event_of(message: &Message, default_source: &str) -> Event {
-    if let Ok(event) = serde_json::from_slice::<Event>(&message.body) {
-        return event;
+/// The event a message carries, in binary content mode: its attributes as `ce-*` headers,
+/// its content type as `content-type`, its data as the body. A message published through
+/// `wasmcloud:messaging` as plain bytes becomes an event of its own (the message id and
+/// subject, `default_source`, the time its id was made).
+pub fn binary(message: &Message, default_source: &str) -> (HeaderMap, Bytes) {
+    match serde_json::from_slice::<serde_json::Map<String, Value>>(&message.body) {
+        Ok(event) if event.contains_key("specversion") => structured_to_binary(event),
+        _ => plain_to_binary(message, default_source),
     }
+}
+
+/// A structured event (as the host stored it) in binary mode, read without building the
+/// SDK's typed event: delivery is on every event's path.
+fn structured_to_binary(event: serde_json::Map<String, Value>) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::with_capacity(event.len());
+    let json_data = event
+        .get("datacontenttype")
+        .and_then(Value::as_str)
+        .is_none_or(is_json);
+    let mut body = Bytes::new();
+    for (name, value) in event {
+        match (name.as_str(), value) {
+            ("data", Value::String(text)) if !json_data => body = Bytes::from(text),
+            ("data", value) => body = Bytes::from(value.to_string()),
+            ("data_base64", Value::String(encoded)) => {
+                use base64::Engine as _;
+                body = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map(Bytes::from)
+                    .unwrap_or_default();
+            }
+            (name, value) => {
+                let value = match value {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                let name = match name {
+                    "datacontenttype" => Ok(CONTENT_TYPE),
+                    name => HeaderName::try_from(format!("ce-{name}")),
+                };
+                if let (Ok(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+    }
+    (headers, body)
+}
+
+fn plain_to_binary(message: &Message, default_source: &str) -> (HeaderMap, Bytes) {
     let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&message.body).is_ok() {
         "application/json"
     } else {
@@ -124,42 +166,33 @@ pub fn event_of(message: &Message, default_source: &str) -> Event {
             chrono::DateTime::from_timestamp(secs as i64, nanos)
         })
         .unwrap_or_else(chrono::Utc::now);
-    let built = EventBuilderV10::new()
-        .id(message.id.clone())
-        .ty(message.subject.clone())
-        .source(default_source.to_owned())
-        .time(time)
-        .data(content_type, Data::Binary(message.body.clone()))
-        .build();
-    built.unwrap_or_default()
+    let mut headers = HeaderMap::with_capacity(6);
+    for (name, value) in [
+        ("ce-specversion", "1.0".to_owned()),
+        ("ce-id", message.id.clone()),
+        ("ce-type", message.subject.clone()),
+        ("ce-source", default_source.to_owned()),
+        (
+            "ce-time",
+            time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+        ("content-type", content_type.to_owned()),
+    ] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    (headers, Bytes::from(message.body.clone()))
 }
 
-/// An event in binary content mode: its attributes as `ce-*` headers, its content type as
-/// `content-type`, its data as the body.
-pub fn binary(event: &Event) -> (HeaderMap, Bytes) {
-    let mut headers = HeaderMap::new();
-    let mut put = |name: &str, value: String| {
-        let name = match name {
-            "datacontenttype" => Ok(CONTENT_TYPE),
-            name => HeaderName::try_from(format!("ce-{name}")),
-        };
-        if let (Ok(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
-            headers.insert(name, value);
-        }
-    };
-    for (name, value) in event.iter_attributes() {
-        put(name, value.to_string());
-    }
-    for (name, value) in event.iter_extensions() {
-        put(name, value.to_string());
-    }
-    let body = match event.data() {
-        Some(Data::Binary(bytes)) => Bytes::from(bytes.clone()),
-        Some(Data::String(text)) => Bytes::from(text.clone()),
-        Some(Data::Json(value)) => Bytes::from(value.to_string()),
-        None => Bytes::new(),
-    };
-    (headers, body)
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
 }
 
 #[cfg(test)]
@@ -181,9 +214,8 @@ mod tests {
             body: json,
             traceparent: None,
         };
-        let event = event_of(&message, "/shop");
-        assert_eq!(event.source().to_string(), "/shop/order");
-        let (headers, body) = binary(&event);
+        let (headers, body) = binary(&message, "/shop");
+        assert_eq!(headers["ce-source"], "/shop/order");
         assert_eq!(headers["ce-id"], "a1");
         assert_eq!(headers["ce-type"], "order.created");
         assert_eq!(headers["ce-specversion"], "1.0");
@@ -200,7 +232,7 @@ mod tests {
             body: b"hello".to_vec(),
             traceparent: None,
         };
-        let (headers, body) = binary(&event_of(&message, "/app"));
+        let (headers, body) = binary(&message, "/app");
         assert_eq!(headers["ce-id"], message.id.as_str());
         assert_eq!(headers["ce-type"], "test.plain");
         assert_eq!(headers["ce-source"], "/app");

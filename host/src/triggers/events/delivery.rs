@@ -174,8 +174,7 @@ impl Consumer {
         message: &Message,
         permit: OwnedSemaphorePermit,
     ) -> Result<Finished, Failure> {
-        let event = cloudevents::event_of(message, &self.app_source);
-        let (headers, body) = cloudevents::binary(&event);
+        let (headers, body) = cloudevents::binary(message, &self.app_source);
         let trace =
             TraceContext::continue_or_start(message.traceparent.as_deref().map(str::as_bytes));
         let ids = RequestIds {
