@@ -503,16 +503,14 @@ impl Host {
                 tasks.push(Box::new(move |stop| Box::pin(relay.run(stop))));
             }
             if !config.messaging.subscriptions.is_empty() {
-                let consumer = Consumer {
-                    slot: slot.clone(),
-                    registry: self.registry.clone(),
-                    bus: bus.clone(),
-                    group: config.messaging.consumer_group.clone(),
-                    subscriptions: config.messaging.subscriptions.clone(),
-                    app_source: format!("/{}", self.app.name),
-                    max_attempts: config.messaging.max_delivery_attempts,
-                    inbox: db.clone(),
-                };
+                let consumer = Consumer::new(
+                    slot.clone(),
+                    self.registry.clone(),
+                    bus.clone(),
+                    &config.messaging,
+                    &self.app.name,
+                    db.clone(),
+                );
                 let first = match tokio::time::timeout(Duration::from_secs(5), consumer.subscribe())
                     .await
                 {

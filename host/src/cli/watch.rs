@@ -73,7 +73,7 @@ pub async fn run(app: Arc<App>, control: Arc<Deployments>, reloader: Arc<Reloade
     eprintln!("berth: watching {} for changes", watch.ids.join(", "));
     // A change made while a component builds starts another build once this one is done;
     // build output belongs outside the watch globs (`target/` and the like are skipped).
-    while let Some((target, _)) = watch.changes.next().await {
+    while let Some(target) = watch.changes.next().await {
         match watch.ids.get(target) {
             Some(id) => rebuild_and_deploy(&app, &control, id).await,
             None => reload(&reloader).await,
@@ -534,9 +534,10 @@ impl Pending {
         latest.get(target).copied().flatten()
     }
 
-    fn take(&self, target: usize) -> Option<Instant> {
+    /// Takes the target's changes; false when another call took them first.
+    fn take(&self, target: usize) -> bool {
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-        latest.get_mut(target).and_then(Option::take)
+        latest.get_mut(target).and_then(Option::take).is_some()
     }
 }
 
@@ -547,8 +548,8 @@ struct Changes {
 }
 
 impl Changes {
-    /// The next target to act on, once its changes have settled, with when it last changed.
-    async fn next(&mut self) -> Option<(usize, Instant)> {
+    /// The next target to act on, once its changes have settled.
+    async fn next(&mut self) -> Option<usize> {
         loop {
             let target = self.woken.recv().await?;
             while let Some(latest) = self.pending.peek(target) {
@@ -558,8 +559,8 @@ impl Changes {
                 }
                 tokio::time::sleep_until(due.into()).await;
             }
-            if let Some(latest) = self.pending.take(target) {
-                return Some((target, latest));
+            if self.pending.take(target) {
+                return Some(target);
             }
         }
     }
@@ -679,7 +680,7 @@ mod tests {
 
     /// The id of the next target to act on, `manifest` for the manifest.
     async fn next(watch: &mut Watch) -> String {
-        let (target, _) = tokio::time::timeout(WITHIN, watch.changes.next())
+        let target = tokio::time::timeout(WITHIN, watch.changes.next())
             .await
             .expect("a change within the time")
             .unwrap();

@@ -505,17 +505,22 @@ mod tests {
 
     #[test]
     fn subscriptions_go_to_a_route_under_the_components_own_or_to_its_handler() {
-        let app = parse(&format!(
-            r#"{HEADER}
-            [[trigger.http]]
-            route = "/orders/..."
-            component = "order"
-            [component.order]
-            source = "o.wasm"
-            sqlite_databases = ["orders"]
-            [component.order.tool.berth]
-            subscriptions = [{{ events = ["payment.*"], route = "/orders/events" }}, "audit.>"]
-            "#
+        let order = |subscriptions: &str| {
+            format!(
+                r#"{HEADER}
+                [[trigger.http]]
+                route = "/orders/..."
+                component = "order"
+                [component.order]
+                source = "o.wasm"
+                sqlite_databases = ["orders"]
+                [component.order.tool.berth]
+                subscriptions = [{subscriptions}]
+                "#
+            )
+        };
+        let app = parse(&order(
+            r#"{ events = ["payment.*"], route = "/orders/events" }, "audit.>""#,
         ))
         .unwrap();
         let messaging = &app.components["order"].messaging;
@@ -535,31 +540,13 @@ mod tests {
             ("/orders/../events", "no empty"),
             ("/", "the root"),
         ] {
-            let error = problems(&format!(
-                r#"{HEADER}
-                [[trigger.http]]
-                route = "/orders/..."
-                component = "order"
-                [component.order]
-                source = "o.wasm"
-                sqlite_databases = ["orders"]
-                [component.order.tool.berth]
-                subscriptions = [{{ events = ["payment.*"], route = "{route}" }}]
-                "#
-            ));
+            let error = problems(&order(&format!(
+                r#"{{ events = ["payment.*"], route = "{route}" }}"#
+            )));
             assert!(error.contains(why), "{route}: {error}");
         }
-        let error = problems(&format!(
-            r#"{HEADER}
-            [[trigger.http]]
-            route = "/orders/..."
-            component = "order"
-            [component.order]
-            source = "o.wasm"
-            sqlite_databases = ["orders"]
-            [component.order.tool.berth]
-            subscriptions = [{{ event = ["payment.*"], path = "/orders/events" }}]
-            "#
+        let error = problems(&order(
+            r#"{ event = ["payment.*"], path = "/orders/events" }"#,
         ));
         assert!(error.contains("a subject pattern"), "{error}");
     }

@@ -175,13 +175,10 @@ impl Slot {
     /// one: compared by segments, skipping empty and `.` ones, the most any router of the
     /// component could read into a path.
     pub fn receives_events_at(&self, path: &str) -> bool {
-        if self.event_routes.is_empty() {
-            return false;
-        }
-        let path: Vec<&str> = segments(path).collect();
-        self.event_routes
-            .iter()
-            .any(|route| path.len() >= route.len() && route.iter().zip(&path).all(|(r, p)| r == p))
+        self.event_routes.iter().any(|route| {
+            let mut path = segments(path);
+            route.iter().all(|r| path.next() == Some(r.as_str()))
+        })
     }
 
     /// The version new work should run on: the canary for its share of picks, else stable.

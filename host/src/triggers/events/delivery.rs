@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -19,11 +19,10 @@ use tracing::Instrument as _;
 use crate::capabilities::messaging::backoff::{self, REDELIVERY};
 use crate::capabilities::messaging::subject::matches_any;
 use crate::capabilities::messaging::{
-    Bus, BusError, Delivery, Message, SubscribeOptions, Subscription as BusSubscription,
-    cloudevents, outbox,
+    Bus, BusError, Delivery, Message, SubscribeOptions, Subscription, cloudevents, outbox,
 };
 use crate::capabilities::sql::Database;
-use crate::config::Subscription;
+use crate::config::Messaging;
 use crate::registry::http::{Commit, RequestIds, chained_headers, invoke};
 use crate::registry::invocation::{self, Failure};
 use crate::registry::{Registry, Slot};
@@ -36,19 +35,58 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 /// One component's consumer group.
 pub struct Consumer {
-    pub slot: Arc<Slot>,
-    pub registry: Arc<Registry>,
-    pub bus: Arc<dyn Bus>,
-    pub group: String,
-    pub subscriptions: Vec<Subscription>,
+    slot: Arc<Slot>,
+    registry: Arc<Registry>,
+    bus: Arc<dyn Bus>,
+    group: String,
+    /// Where each subscription's events go, resolved once.
+    targets: Vec<Target>,
     /// `/<app>`: the source of events made from plain `wasmcloud:messaging` messages.
-    pub app_source: String,
-    pub max_attempts: u32,
+    app_source: String,
+    max_attempts: u32,
     /// The component's database that holds its inbox.
-    pub inbox: Arc<dyn Database>,
+    inbox: Arc<dyn Database>,
+}
+
+/// Events of some types, and where they go: the URI of an HTTP route, or (`None`) the
+/// `wasmcloud:messaging/handler` export.
+#[derive(Debug)]
+struct Target {
+    events: Vec<String>,
+    uri: Option<Uri>,
 }
 
 impl Consumer {
+    pub fn new(
+        slot: Arc<Slot>,
+        registry: Arc<Registry>,
+        bus: Arc<dyn Bus>,
+        messaging: &Messaging,
+        app: &str,
+        inbox: Arc<dyn Database>,
+    ) -> Consumer {
+        let targets = messaging
+            .subscriptions
+            .iter()
+            .map(|s| Target {
+                events: s.events.clone(),
+                uri: s.route.as_ref().and_then(|route| {
+                    Uri::try_from(format!("http://{}{EVENTS_AUTHORITY}{route}", slot.id)).ok()
+                }),
+            })
+            .collect();
+        Consumer {
+            slot,
+            registry,
+            bus,
+            group: messaging.consumer_group.clone(),
+            targets,
+            app_source: format!("/{app}"),
+            max_attempts: messaging.max_delivery_attempts,
+            inbox,
+        }
+    }
+
     fn options(&self) -> SubscribeOptions {
         SubscribeOptions {
             lease: self.slot.stable().limits.timeout + LEASE_MARGIN,
@@ -58,9 +96,9 @@ impl Consumer {
 
     /// Registers the group with the bus. The host does this before it serves, so that no
     /// event published by its first requests misses a group that was not registered yet.
-    pub async fn subscribe(&self) -> Result<Box<dyn BusSubscription>, BusError> {
+    pub async fn subscribe(&self) -> Result<Box<dyn Subscription>, BusError> {
         let patterns: Vec<String> = self
-            .subscriptions
+            .targets
             .iter()
             .flat_map(|s| s.events.iter().cloned())
             .collect();
@@ -71,7 +109,7 @@ impl Consumer {
 
     /// Delivers until `stop` is cancelled; deliveries already running finish on their own.
     /// Without a `first` subscription (the bus was unreachable at start) it keeps trying.
-    pub async fn run(self, first: Option<Box<dyn BusSubscription>>, stop: CancellationToken) {
+    pub async fn run(self, first: Option<Box<dyn Subscription>>, stop: CancellationToken) {
         let this = Arc::new(self);
         let mut waits = backoff::RECONNECT.waits();
         let mut subscription = match first {
@@ -90,7 +128,7 @@ impl Consumer {
                 }
             },
         };
-        tracing::info!(component = %this.slot.id, group = %this.group, subscriptions = ?this.subscriptions, "subscribed");
+        tracing::info!(component = %this.slot.id, group = %this.group, targets = ?this.targets, "subscribed");
         loop {
             let delivery = tokio::select! {
                 d = subscription.next() => d,
@@ -128,7 +166,7 @@ impl Consumer {
             let result = match outbox::was_handled(&self.inbox, &message.id).await {
                 Ok(true) => Ok(Finished::Duplicate),
                 Ok(false) => match self.route_of(&message.subject) {
-                    Some(route) => self.post(route, &message, permit).await,
+                    Some(uri) => self.post(uri.clone(), &message, permit).await,
                     None => {
                         invocation::handle_message(
                             &self.registry,
@@ -158,19 +196,19 @@ impl Consumer {
 }
 
 impl Consumer {
-    /// The HTTP route `subject` is delivered to; `None` for the wasmcloud handler.
-    fn route_of(&self, subject: &str) -> Option<&str> {
-        self.subscriptions
+    /// The URI of the HTTP route `subject` is delivered to; `None` for the wasmcloud handler.
+    fn route_of(&self, subject: &str) -> Option<&Uri> {
+        self.targets
             .iter()
-            .find(|s| matches_any(&s.events, subject))
-            .and_then(|s| s.route.as_deref())
+            .find(|t| matches_any(&t.events, subject))
+            .and_then(|t| t.uri.as_ref())
     }
 
-    /// POSTs the message to `route` as a CloudEvent in binary mode, through the same
+    /// POSTs the message to `uri` as a CloudEvent in binary mode, through the same
     /// invocation path as a client's request, committing only on a 2xx.
     async fn post(
         &self,
-        route: &str,
+        uri: Uri,
         message: &Message,
         permit: OwnedSemaphorePermit,
     ) -> Result<Finished, Failure> {
@@ -182,10 +220,9 @@ impl Consumer {
             trace_id: trace.trace_id_hex().into(),
             traceparent: trace.header(),
         };
-        let mut request =
-            Request::post(format!("http://{}{EVENTS_AUTHORITY}{route}", self.slot.id))
-                .body(Full::new(body))
-                .map_err(|e| Failure::Failed(format!("cannot make the event's request: {e}")))?;
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let (mut parts, body) = request.into_parts();
         chained_headers(&mut parts, &ids);
