@@ -183,18 +183,7 @@ async fn a_redelivered_event_applies_once() {
     .unwrap()
     .rows_affected();
     assert!(redelivered >= 1);
-    eventually(
-        Duration::from_secs(10),
-        "the redelivery settled",
-        || async {
-            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
-                .fetch_one(&bus)
-                .await
-                .unwrap();
-            (left == 0).then_some(())
-        },
-    )
-    .await;
+    settled(&bus, "the redelivery").await;
     let payments = app.payments_of(&user, &id).await;
     assert_eq!(payments.len(), 1, "{payments:?}");
     assert_eq!(payments[0]["status"], "succeeded");
@@ -217,14 +206,7 @@ async fn a_redelivered_event_applies_once() {
     .execute(&bus)
     .await
     .unwrap();
-    eventually(Duration::from_secs(10), "the copy settled", || async {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
-            .fetch_one(&bus)
-            .await
-            .unwrap();
-        (left == 0).then_some(())
-    })
-    .await;
+    settled(&bus, "the copy").await;
     let payments = app.payments_of(&user, &id).await;
     assert_eq!(payments.len(), 1, "{payments:?}");
     let outcomes: i64 =
@@ -238,6 +220,22 @@ async fn a_redelivered_event_applies_once() {
         .await
         .unwrap();
     assert_eq!(dead, 0);
+}
+
+/// Waits until the embedded bus has no delivery left to settle.
+async fn settled(bus: &sqlx::SqlitePool, what: &str) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{what} settled"),
+        || async {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+                .fetch_one(bus)
+                .await
+                .unwrap();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Orders placed while NATS is down for a while all complete once it is back.
