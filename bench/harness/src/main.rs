@@ -26,7 +26,9 @@ use report::Report;
     after_help = "Examples:
   cargo run --release -p berth-bench                 # every scenario, results in bench/results
   cargo run --release -p berth-bench -- --only hello # one scenario
-  cargo run -p berth-bench -- --smoke                # a second each, debug builds (CI)"
+  cargo run -p berth-bench -- --smoke                # a second each, debug builds (CI)
+  cargo run --release -p berth-bench -- --only saga --against ../before
+                                                     # the saga against an earlier commit"
 )]
 struct Args {
     /// Run every scenario for about a second on debug builds: checks the harness, measures
@@ -45,6 +47,10 @@ struct Args {
     /// Where to write latest.json, latest.md and ratios.svg.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// A checkout of an earlier berth (`git worktree add ../before <rev>`): the saga also
+    /// runs on it, side by side, and the report gives this ÷ that.
+    #[arg(long, value_name = "DIR")]
+    against: Option<PathBuf>,
 }
 
 /// How hard and how long to measure; one value for the whole sitting.
@@ -113,7 +119,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let selected = |name: &str| args.only.is_empty() || args.only.iter().any(|n| n == name);
 
-    let kit = tools::prepare(&root, &settings)
+    let kit = tools::prepare(&root, args.against.as_deref(), &settings, selected)
         .await
         .context("cannot prepare the benchmark")?;
     let mut report = Report::new(&settings);

@@ -140,7 +140,7 @@ pub struct Berth {
 
 impl Berth {
     pub async fn start(
-        kit: &crate::tools::Kit,
+        checkout: &crate::tools::Checkout,
         name: &str,
         manifest: &Path,
         data_dir: PathBuf,
@@ -149,9 +149,9 @@ impl Berth {
     ) -> anyhow::Result<(Berth, Duration)> {
         let port = free_port()?;
         let admin_port = free_port()?;
-        let mut command = Command::new(&kit.berth);
+        let mut command = Command::new(&checkout.berth);
         command
-            .current_dir(&kit.root)
+            .current_dir(&checkout.root)
             .arg("up")
             .arg("--manifest")
             .arg(manifest)

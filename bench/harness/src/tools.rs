@@ -14,10 +14,18 @@ use crate::Settings;
 /// The wasmtime-cli release `wasmtime serve` is measured with: the one berth links.
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
-/// Everything built and found, ready to start.
-pub struct Kit {
+/// A source tree and the berth built from it, with its components built in place.
+pub struct Checkout {
     pub root: PathBuf,
     pub berth: PathBuf,
+}
+
+/// Everything built and found, ready to start.
+pub struct Kit {
+    /// This repository.
+    pub checkout: Checkout,
+    /// An earlier checkout (`--against`), measured side by side where a scenario supports it.
+    pub before: Option<Checkout>,
     pub native_hello: PathBuf,
     pub wrk: PathBuf,
     pub hello_wasm: PathBuf,
@@ -37,10 +45,21 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-pub async fn prepare(root: &Path, settings: &Settings) -> anyhow::Result<Kit> {
+pub async fn prepare(
+    root: &Path,
+    against: Option<&Path>,
+    settings: &Settings,
+    selected: impl Fn(&str) -> bool,
+) -> anyhow::Result<Kit> {
     let wrk = which("wrk").context(
         "wrk is not installed: `apt-get install -y wrk` (the load generator for every scenario)",
     )?;
+    // First, and copied out: both trees may build into one CARGO_TARGET_DIR, where this
+    // repository's build would overwrite the earlier binary.
+    let before = match against {
+        Some(dir) => Some(earlier(dir, settings).await?),
+        None => None,
+    };
     step("building berth and native-hello");
     let bins = cargo_build(root, !settings.smoke, &["berth", "native-hello"]).await?;
     let berth = bins
@@ -52,29 +71,74 @@ pub async fn prepare(root: &Path, settings: &Settings) -> anyhow::Result<Kit> {
         .cloned()
         .context("cargo built no `native-hello` binary")?;
     for manifest in ["bench/hello.toml", "spin.toml", "tests/apps/sandbox.toml"] {
-        step(&format!("building the components of {manifest}"));
-        let status = Command::new(&berth)
-            .current_dir(root)
-            .args(["build", "--manifest", manifest])
-            .status()
-            .await
-            .context("cannot run `berth build`")?;
-        anyhow::ensure!(
-            status.success(),
-            "`berth build --manifest {manifest}` failed"
-        );
+        build_components(&berth, root, manifest).await?;
     }
     let wasm = root.join("target/wasm32-wasip2/release");
     Ok(Kit {
-        root: root.to_owned(),
-        berth,
+        checkout: Checkout {
+            root: root.to_owned(),
+            berth,
+        },
+        before,
         native_hello,
         wrk,
         hello_wasm: wasm.join("bench_hello.wasm"),
         misbehave_wasm: wasm.join("misbehave.wasm"),
-        wasmtime: wasmtime(root, settings.smoke).await,
-        node_service: node_service(root).await,
+        // Installed only for the scenarios that run them: wasmtime-cli takes ten minutes.
+        wasmtime: if selected("hello") {
+            wasmtime(root, settings.smoke).await
+        } else {
+            Err("not needed by the selected scenarios".into())
+        },
+        node_service: if selected("real") {
+            node_service(root).await
+        } else {
+            Err("not needed by the selected scenarios".into())
+        },
     })
+}
+
+/// Builds berth and the shop in the checkout at `dir` (an earlier commit, for instance from
+/// `git worktree add`), and keeps the binary under `<dir>/target/berth-bench/`.
+async fn earlier(dir: &Path, settings: &Settings) -> anyhow::Result<Checkout> {
+    let root =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    anyhow::ensure!(
+        root.join("host/Cargo.toml").is_file() && root.join("spin.toml").is_file(),
+        "--against {}: not a berth checkout (no host/Cargo.toml or spin.toml there)",
+        root.display()
+    );
+    step(&format!("building berth in {}", root.display()));
+    let built = cargo_build(&root, !settings.smoke, &["berth"])
+        .await?
+        .remove("berth")
+        .context("cargo built no `berth` binary in the --against checkout")?;
+    let kept = root.join("target/berth-bench/berth");
+    std::fs::create_dir_all(kept.parent().unwrap_or(&root))
+        .with_context(|| format!("cannot create {}", kept.display()))?;
+    std::fs::copy(&built, &kept)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), kept.display()))?;
+    build_components(&kept, &root, "spin.toml").await?;
+    Ok(Checkout { root, berth: kept })
+}
+
+async fn build_components(berth: &Path, root: &Path, manifest: &str) -> anyhow::Result<()> {
+    step(&format!(
+        "building the components of {}",
+        root.join(manifest).display()
+    ));
+    let status = Command::new(berth)
+        .current_dir(root)
+        .args(["build", "--manifest", manifest])
+        .status()
+        .await
+        .context("cannot run `berth build`")?;
+    anyhow::ensure!(
+        status.success(),
+        "`berth build --manifest {manifest}` failed in {}",
+        root.display()
+    );
+    Ok(())
 }
 
 /// Prints where the harness is, on stderr, so long builds and runs show progress.

@@ -16,7 +16,7 @@ use crate::Settings;
 use crate::load::{self, Load, Stats, Summary};
 use crate::report::number;
 use crate::server::Server;
-use crate::tools::Kit;
+use crate::tools::{Checkout, Kit};
 
 /// `berth up` on `manifest` (relative to the repository) with a data dir of its own and
 /// the sitting's shared compile cache; its log is `<work>/<name>.log`.
@@ -26,12 +26,24 @@ pub async fn berth(
     name: &str,
     manifest: &str,
 ) -> anyhow::Result<crate::server::Berth> {
+    berth_from(&kit.checkout, "cache", work, name, manifest).await
+}
+
+/// [`berth`] from `checkout`, with the compile cache `<work>/<cache>`: an earlier berth
+/// keeps its own, since it may not read this one's.
+pub async fn berth_from(
+    checkout: &Checkout,
+    cache: &str,
+    work: &tempfile::TempDir,
+    name: &str,
+    manifest: &str,
+) -> anyhow::Result<crate::server::Berth> {
     let (berth, _) = crate::server::Berth::start(
-        kit,
+        checkout,
         name,
-        &kit.root.join(manifest),
+        &checkout.root.join(manifest),
         work.path().join(format!("{name}-data")),
-        &work.path().join("cache"),
+        &work.path().join(cache),
         work.path(),
     )
     .await?;

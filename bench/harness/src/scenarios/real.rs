@@ -34,7 +34,7 @@ pub async fn run(
         }
     };
     let logs = work.path();
-    let manifest = unlimited_shop(&kit.root, work.path())?;
+    let manifest = unlimited_shop(&kit.checkout.root, work.path())?;
     let berth = super::berth(kit, work, "berth-shop", &manifest.to_string_lossy()).await?;
     let mut berth = berth.server;
     let port = free_port()?;

@@ -12,7 +12,8 @@ use tokio::sync::Mutex;
 use super::user;
 use crate::Settings;
 use crate::report::{Better, Report, Table, number};
-use crate::tools::{Kit, step};
+use crate::server::Berth;
+use crate::tools::{Checkout, Kit, step};
 
 const CLIENTS: usize = 16;
 /// How long the last orders may take to settle before the run counts them as lost.
@@ -25,12 +26,13 @@ pub async fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     step("saga: orders placed, paid and confirmed through the embedded bus");
-    let berth = super::berth(kit, work, "berth-saga", "spin.toml").await?;
-    let base = berth.server.url.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let (_, token) = user(&client, &base, "saga@example.com").await?;
+    let mut hosts = vec![Host::start(&kit.checkout, "berth", "cache", &client, work).await?];
+    if let Some(before) = &kit.before {
+        hosts.push(Host::start(before, "berth-against", "cache-against", &client, work).await?);
+    }
     let order = json!({
         "items": [{"productId": "book-1", "quantity": 1, "unitPriceCents": 1999}],
         "currency": "USD",
@@ -38,58 +40,126 @@ pub async fn run(
         "shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}
     });
 
-    let mut runs = Vec::new();
-    for round in 0..settings.rounds {
-        let run = one_round(&client, &base, &token, &order, settings.duration).await?;
-        eprintln!(
-            "    round {}: {} orders, {:.0} flows/s, {} not confirmed",
-            round + 1,
-            run.placed,
-            run.flows_per_second,
-            run.unconfirmed
-        );
-        runs.push(run);
+    // Hosts take turns, in an order that rotates every round, as in the other scenarios.
+    for round in 0..settings.rounds as usize {
+        for k in 0..hosts.len() {
+            let i = (round + k) % hosts.len();
+            let host = &mut hosts[i];
+            let run = one_round(&client, &host.url, &host.token, &order, settings.duration).await?;
+            eprintln!(
+                "    {:<16} round {}: {} orders, {:.0} flows/s, {} not confirmed",
+                host.name,
+                round + 1,
+                run.placed,
+                run.flows_per_second,
+                run.unconfirmed
+            );
+            host.runs.push(run);
+        }
     }
-    let mut berth = berth.server;
-    berth.check_alive()?;
-    berth.stop().await;
-
-    let mut rates: Vec<f64> = runs.iter().map(|r| r.flows_per_second).collect();
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
-    let lost: usize = runs.iter().map(|r| r.unconfirmed + r.refused).sum();
-    anyhow::ensure!(
-        lost == 0,
-        "{lost} orders were refused or never confirmed; see {}",
-        work.path().join("berth-saga.log").display()
-    );
+    let mut medians = Vec::new();
+    for host in hosts.iter_mut() {
+        host.berth.server.check_alive()?;
+        let lost: usize = host.runs.iter().map(|r| r.unconfirmed + r.refused).sum();
+        anyhow::ensure!(
+            lost == 0,
+            "{}: {lost} orders were refused or never confirmed; see {}",
+            host.name,
+            work.path()
+                .join(format!("{}.log", host.berth.server.name))
+                .display()
+        );
+        let mut rates: Vec<f64> = host.runs.iter().map(|r| r.flows_per_second).collect();
+        rates.sort_by(f64::total_cmp);
+        medians.push(rates[rates.len() / 2]);
+    }
     report.goal(
         "saga: complete order flows per second",
-        median,
+        medians[0],
         Better::Higher,
         500.0,
         "flows/s",
     );
+    if let [now, before] = medians[..] {
+        // A change may cost the saga at most a tenth of its throughput.
+        report.goal(
+            "saga: berth ÷ the --against checkout, flows/s",
+            now / before,
+            Better::Higher,
+            0.9,
+            "×",
+        );
+    }
     report.tables.push(Table {
         title: format!("saga: {CLIENTS} clients placing orders, embedded bus"),
-        columns: ["round", "orders", "flows/s", "last confirmed after s"]
-            .map(str::to_owned)
-            .to_vec(),
-        rows: runs
+        columns: [
+            "server",
+            "round",
+            "orders",
+            "flows/s",
+            "last confirmed after s",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        rows: hosts
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                vec![
-                    (i + 1).to_string(),
-                    r.placed.to_string(),
-                    number(r.flows_per_second),
-                    number(r.elapsed_s),
-                ]
+            .flat_map(|host| {
+                host.runs.iter().enumerate().map(|(i, r)| {
+                    vec![
+                        host.name.to_owned(),
+                        (i + 1).to_string(),
+                        r.placed.to_string(),
+                        number(r.flows_per_second),
+                        number(r.elapsed_s),
+                    ]
+                })
             })
             .collect(),
     });
-    report.scenarios.insert("saga".into(), json!(runs));
+    let mut hosts = hosts.into_iter();
+    if let Some(now) = hosts.next() {
+        report.scenarios.insert("saga".into(), json!(now.runs));
+        now.berth.server.stop().await;
+    }
+    if let Some(before) = hosts.next() {
+        report
+            .scenarios
+            .insert("saga_against".into(), json!(before.runs));
+        before.berth.server.stop().await;
+    }
     Ok(())
+}
+
+/// One berth running the shop, with a signed-in customer and its rounds so far.
+struct Host {
+    name: &'static str,
+    berth: Berth,
+    url: String,
+    token: String,
+    runs: Vec<Round>,
+}
+
+impl Host {
+    /// Starts the shop from `checkout` as `<name>-saga`, compiling into `<work>/<cache>`.
+    async fn start(
+        checkout: &Checkout,
+        name: &'static str,
+        cache: &str,
+        client: &reqwest::Client,
+        work: &tempfile::TempDir,
+    ) -> anyhow::Result<Host> {
+        let server = format!("{name}-saga");
+        let berth = super::berth_from(checkout, cache, work, &server, "spin.toml").await?;
+        let url = berth.server.url.clone();
+        let (_, token) = user(client, &url, "saga@example.com").await?;
+        Ok(Host {
+            name,
+            berth,
+            url,
+            token,
+            runs: Vec::new(),
+        })
+    }
 }
 
 #[derive(serde::Serialize)]

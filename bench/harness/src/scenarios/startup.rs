@@ -23,7 +23,7 @@ pub async fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     step("start: berth up to ready, cold and warm compile cache");
-    let shop = kit.root.join("spin.toml");
+    let shop = kit.checkout.root.join("spin.toml");
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     let mut idle_rss = 0;
     for round in 0..settings.rounds {
@@ -31,7 +31,7 @@ pub async fn run(
         for (which, times) in [("cold", &mut cold), ("warm", &mut warm)] {
             let data = work.path().join(format!("start-data-{round}-{which}"));
             let (berth, took) = Berth::start(
-                kit,
+                &kit.checkout,
                 &format!("berth-start-{which}"),
                 &shop,
                 data,
@@ -272,7 +272,7 @@ async fn many_components(
         )?;
     }
     let (berth, took) = Berth::start(
-        kit,
+        &kit.checkout,
         "berth-many",
         &dir.join("spin.toml"),
         dir.join("data"),

@@ -275,17 +275,24 @@ impl EmbeddedSubscription {
         .bind(self.options.batch as i64)
         .fetch_all(&mut *tx)
         .await?;
+        if rows.is_empty() {
+            return tx.commit().await;
+        }
+        // One statement leases the whole batch, whatever its size.
+        let mut seqs = Vec::with_capacity(rows.len());
         for row in &rows {
-            let seq: i64 = row.try_get("seq")?;
-            sqlx::query(
-                "UPDATE deliveries SET leased_until = ?, attempt = attempt + 1
-                 WHERE grp = ? AND seq = ?",
-            )
-            .bind(lease_end)
-            .bind(&*self.group)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
+            seqs.push(row.try_get::<i64, _>("seq")?);
+        }
+        sqlx::query(
+            "UPDATE deliveries SET leased_until = ?, attempt = attempt + 1
+             WHERE grp = ? AND seq IN (SELECT value FROM json_each(?))",
+        )
+        .bind(lease_end)
+        .bind(&*self.group)
+        .bind(serde_json::Value::from(seqs.as_slice()).to_string())
+        .execute(&mut *tx)
+        .await?;
+        for (row, seq) in rows.iter().zip(seqs) {
             self.ready.push_back(Delivery {
                 message: Message {
                     id: row.try_get("id")?,

@@ -10,9 +10,13 @@ use std::time::Duration;
 use super::Message;
 use crate::capabilities::sql::{Database, SqlError, SqlSession, Value};
 
+/// Plain `INTEGER PRIMARY KEY` keys the outbox: rows only leave from the front, so a new
+/// row always sorts after every row the relay has read, and the per-insert write of
+/// `AUTOINCREMENT`'s sequence table is saved. The inbox is `WITHOUT ROWID`: one B-tree
+/// keyed by message id instead of a table and its index.
 const SCHEMA: [&str; 2] = [
     "CREATE TABLE IF NOT EXISTS _berth_outbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL,
         subject TEXT NOT NULL,
         traceparent TEXT,
@@ -22,7 +26,7 @@ const SCHEMA: [&str; 2] = [
     "CREATE TABLE IF NOT EXISTS _berth_inbox (
         message_id TEXT PRIMARY KEY,
         handled_at INTEGER NOT NULL
-    )",
+    ) WITHOUT ROWID",
 ];
 
 /// How long handled message ids are remembered; redeliveries come far sooner.
@@ -135,25 +139,32 @@ pub async fn pending(
 
 /// Forgets the messages up to `seq`, once the bus holds them.
 pub async fn remove_through(db: &Arc<dyn Database>, seq: i64) -> Result<(), SqlError> {
-    db.connect()
-        .await?
-        .execute(
-            "DELETE FROM _berth_outbox WHERE seq <= ?",
-            vec![Value::Integer(seq)],
-        )
-        .await
-        .map(drop)
+    write(
+        db,
+        "DELETE FROM _berth_outbox WHERE seq <= ?",
+        Value::Integer(seq),
+    )
+    .await
 }
 
 /// Forgets handled ids older than [`INBOX_RETENTION`].
 pub async fn prune_inbox(db: &Arc<dyn Database>) -> Result<(), SqlError> {
     let before = now_ms() - INBOX_RETENTION.as_millis() as i64;
-    db.connect()
-        .await?
-        .execute(
-            "DELETE FROM _berth_inbox WHERE handled_at < ?",
-            vec![Value::Integer(before)],
-        )
-        .await
-        .map(drop)
+    write(
+        db,
+        "DELETE FROM _berth_inbox WHERE handled_at < ?",
+        Value::Integer(before),
+    )
+    .await
+}
+
+/// Runs one host write in a transaction of its own. Taking the database's write turn
+/// (`begin`) queues it behind the invocations in order; run bare, it would wait in SQLite's
+/// busy handler, which under steady load starved the relay's delete for over a second and
+/// held each component's event flow to one batch per second.
+async fn write(db: &Arc<dyn Database>, statement: &str, param: Value) -> Result<(), SqlError> {
+    let mut conn = db.connect().await?;
+    conn.begin().await?;
+    conn.execute(statement, vec![param]).await?;
+    conn.commit().await
 }

@@ -179,6 +179,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_statement_run_again_after_a_schema_change_reports_what_it_returns_now() {
+        for (name, db, _dir) in every_backend().await {
+            let mut first = db.connect().await.unwrap();
+            first
+                .execute("CREATE TABLE t (a INTEGER)", vec![])
+                .await
+                .unwrap();
+            first
+                .execute("INSERT INTO t VALUES (1)", vec![])
+                .await
+                .unwrap();
+            let before = first.execute("SELECT * FROM t", vec![]).await.unwrap();
+            assert_eq!(before.columns, ["a"], "{name}");
+            drop(first);
+            // Another connection, which may have the statement cached, after a guest's DDL.
+            let mut other = db.connect().await.unwrap();
+            other
+                .execute("ALTER TABLE t ADD COLUMN b TEXT", vec![])
+                .await
+                .unwrap();
+            let after = other.execute("SELECT * FROM t", vec![]).await.unwrap();
+            assert_eq!(after.columns, ["a", "b"], "{name}");
+            assert_eq!(
+                after.rows,
+                vec![vec![Value::Integer(1), Value::Null]],
+                "{name}"
+            );
+            // A kept shape still checks the parameter count.
+            let err = other
+                .execute("SELECT * FROM t", vec![Value::Integer(1)])
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("takes 0 parameters"),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_guest_transaction_spans_its_statements() {
         for (name, db, _dir) in every_backend().await {
             let mut c = db.connect().await.unwrap();

@@ -6,6 +6,7 @@
 //! Either way the log names the file and `/readyz` answers 503 naming it, until the file is
 //! restored and the host restarted.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use super::{Connection, Database, Rows, SqlError, Value};
 pub struct SqliteDatabase {
     pool: SqlitePool,
     health: Arc<Health>,
+    shapes: Arc<Shapes>,
     /// Held from `BEGIN IMMEDIATE` to its end. SQLite has one writer per file, and a writer
     /// that finds the lock taken sleeps in SQLite's busy handler (1 ms, then 2, 5, 10…)
     /// long after the lock is free; queueing here first hands the lock over in order, as
@@ -61,6 +63,7 @@ impl SqliteDatabase {
         Ok(SqliteDatabase {
             pool,
             health,
+            shapes: Default::default(),
             writer: Default::default(),
         })
     }
@@ -94,6 +97,46 @@ impl Health {
                 "{} is corrupt ({reason}): restore it from a backup",
                 self.path.display()
             ))),
+        }
+    }
+}
+
+/// What preparing a statement tells, kept by its text: each statement then costs one trip
+/// to the connection's thread instead of two (prepare, then run). sqlx keeps the compiled
+/// statement itself, per connection.
+#[derive(Default)]
+struct Shapes(Mutex<HashMap<Box<str>, Arc<Shape>>>);
+
+struct Shape {
+    sql: Arc<str>,
+    /// `None` where SQLite does not say (several statements in one string).
+    parameters: Option<usize>,
+    /// The result's column names, for a result with no rows to take them from.
+    columns: Vec<String>,
+}
+
+/// Distinct statement texts remembered per database: guests' SQL is mostly fixed strings,
+/// and text built per request only refills the map after it is emptied.
+const MAX_SHAPES: usize = 1024;
+/// A longer statement (with its column names) is prepared every time instead, so the map
+/// holds at most a few MiB whatever a guest sends.
+const MAX_SHAPE_BYTES: usize = 4096;
+
+impl Shapes {
+    fn get(&self, sql: &str) -> Option<Arc<Shape>> {
+        self.0.lock().ok()?.get(sql).cloned()
+    }
+
+    fn keep(&self, shape: Arc<Shape>) {
+        let bytes = shape.sql.len() + shape.columns.iter().map(String::len).sum::<usize>();
+        if bytes > MAX_SHAPE_BYTES {
+            return;
+        }
+        if let Ok(mut shapes) = self.0.lock() {
+            if shapes.len() >= MAX_SHAPES {
+                shapes.clear();
+            }
+            shapes.insert(shape.sql.as_ref().into(), shape);
         }
     }
 }
@@ -141,6 +184,7 @@ impl Database for SqliteDatabase {
         Ok(Box::new(SqliteConnection {
             conn,
             health: self.health.clone(),
+            shapes: self.shapes.clone(),
             in_transaction: false,
             writer: self.writer.clone(),
             writing: None,
@@ -169,6 +213,7 @@ impl Database for SqliteDatabase {
 struct SqliteConnection {
     conn: sqlx::pool::PoolConnection<Sqlite>,
     health: Arc<Health>,
+    shapes: Arc<Shapes>,
     /// Set between `begin` and its end; the pool knows nothing of raw transactions.
     in_transaction: bool,
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -180,6 +225,32 @@ impl SqliteConnection {
     async fn run(&mut self, statement: &'static str) -> Result<(), SqlError> {
         let done = (&mut *self.conn).execute(statement).await.map(drop);
         done.map_err(|e| self.error(e))
+    }
+
+    /// Prepares `statement` once for its parameter count and column names. sqlx caches the
+    /// compiled statement on this connection, so running it next compiles nothing.
+    async fn shape(&mut self, statement: &str) -> Result<Arc<Shape>, SqlError> {
+        let prepared = match (&mut *self.conn)
+            .prepare(AssertSqlSafe(statement).into_sql_str())
+            .await
+        {
+            Ok(prepared) => prepared,
+            Err(e) => return Err(self.error(e)),
+        };
+        let shape = Arc::new(Shape {
+            sql: statement.into(),
+            parameters: match prepared.parameters() {
+                Some(Either::Right(n)) => Some(n),
+                _ => None,
+            },
+            columns: prepared
+                .columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+        });
+        self.shapes.keep(shape.clone());
+        Ok(shape)
     }
 
     /// A statement's error as the guest sees it, noting a corrupt file on the way.
@@ -203,16 +274,11 @@ impl Drop for SqliteConnection {
 #[async_trait::async_trait]
 impl Connection for SqliteConnection {
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, SqlError> {
-        // Prepared statements are cached per connection, so this is a lookup after the first
-        // time; it gives the parameter count to check and the column names of empty results.
-        let prepared = match (&mut *self.conn)
-            .prepare(AssertSqlSafe(statement).into_sql_str())
-            .await
-        {
-            Ok(prepared) => prepared,
-            Err(e) => return Err(self.error(e)),
+        let shape = match self.shapes.get(statement) {
+            Some(shape) => shape,
+            None => self.shape(statement).await?,
         };
-        if let Some(Either::Right(expected)) = prepared.parameters()
+        if let Some(expected) = shape.parameters
             && expected != params.len()
         {
             return Err(SqlError::Statement(format!(
@@ -220,12 +286,7 @@ impl Connection for SqliteConnection {
                 params.len()
             )));
         }
-        let columns = prepared
-            .columns()
-            .iter()
-            .map(|c| c.name().to_owned())
-            .collect();
-        let mut query = prepared.query();
+        let mut query = sqlx::query(AssertSqlSafe(shape.sql.clone()));
         for param in params {
             query = match param {
                 Value::Integer(i) => query.bind(i),
@@ -238,6 +299,12 @@ impl Connection for SqliteConnection {
         let rows = match query.fetch_all(&mut *self.conn).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.error(e)),
+        };
+        // The rows name their columns; a guest's DDL since the shape was kept may have
+        // changed what `SELECT *` returns.
+        let columns = match rows.first() {
+            Some(row) => row.columns().iter().map(|c| c.name().to_owned()).collect(),
+            None => shape.columns.clone(),
         };
         let rows = rows.iter().map(row_values).collect::<Result<_, _>>()?;
         Ok(Rows { columns, rows })
@@ -300,4 +367,33 @@ fn statement_error(e: sqlx::Error) -> SqlError {
 
 fn unavailable(e: sqlx::Error) -> SqlError {
     SqlError::Unavailable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(sql: String) -> Arc<Shape> {
+        Arc::new(Shape {
+            sql: sql.into(),
+            parameters: Some(0),
+            columns: vec!["a".into()],
+        })
+    }
+
+    #[test]
+    fn kept_shapes_are_bounded_in_number_and_size() {
+        let shapes = Shapes::default();
+        shapes.keep(shape(format!("SELECT '{}'", "x".repeat(MAX_SHAPE_BYTES))));
+        assert_eq!(
+            shapes.0.lock().unwrap().len(),
+            0,
+            "a long statement is not kept"
+        );
+        for i in 0..MAX_SHAPES + 10 {
+            shapes.keep(shape(format!("SELECT {i}")));
+            assert!(shapes.0.lock().unwrap().len() <= MAX_SHAPES);
+        }
+        assert!(shapes.get(&format!("SELECT {}", MAX_SHAPES + 9)).is_some());
+    }
 }
