@@ -227,3 +227,74 @@ async fn outbound_http_goes_only_where_the_manifest_allows_and_carries_the_trace
         reply.text
     );
 }
+
+/// `allowed_outbound_hosts = ["http://{{ upstream }}"]`, as Spin accepts it: the variable is
+/// filled in when the app loads, and only that host is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_host_named_by_a_variable_is_allowed_as_filled_in() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("spin.toml"),
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"templated\"\n\
+             [variables]\nupstream = {{ required = true }}\n\
+             [[trigger.http]]\nroute = \"/misbehave/...\"\ncomponent = \"misbehave\"\n\
+             [component.misbehave]\nsource = \"{}\"\nsqlite_databases = [\"m\"]\n\
+             key_value_stores = [\"k\"]\nallowed_outbound_hosts = [\"http://{{{{ upstream }}}}\"]\n",
+            repo("target/wasm32-wasip2/release/misbehave.wasm").display()
+        ),
+    )
+    .unwrap();
+    let runtime_config = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &runtime_config,
+        format!(
+            "[[variables_provider]]\ntype = \"static\"\nvalues = {{ upstream = \"127.0.0.1:{port}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let app = spawn_with(
+        dir.path().join("spin.toml").to_str().unwrap(),
+        Some(runtime_config),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = upstream.accept().await.unwrap();
+        let mut request = vec![0; 8192];
+        let _ = socket.read(&mut request).await.unwrap();
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nupfront")
+            .await
+            .unwrap();
+    });
+    let allowed = app
+        .get(
+            &format!("/misbehave/outbound?url=http://127.0.0.1:{port}/echo"),
+            None,
+        )
+        .await;
+    server.await.unwrap();
+    assert_eq!(allowed.status, 200, "{}", allowed.text);
+    assert_eq!(allowed.text, "upfront");
+
+    // Another port on the same address is not what the variable names.
+    let other = port.wrapping_add(1).max(1);
+    let denied = app
+        .get(
+            &format!("/misbehave/outbound?url=http://127.0.0.1:{other}/"),
+            None,
+        )
+        .await;
+    assert_eq!(denied.status, 502, "{}", denied.text);
+    assert!(
+        denied
+            .text
+            .contains("allowed_outbound_hosts of [component.misbehave]"),
+        "{}",
+        denied.text
+    );
+}

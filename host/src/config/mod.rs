@@ -101,11 +101,43 @@ pub struct Route {
     pub component: String,
 }
 
+/// `allowed_outbound_hosts`: the entries written out, checked when the manifest is read, and
+/// those that name variables (`"https://{{ api_host }}"`), which Spin resolves from the
+/// application's variables when the app loads, and berth too.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundHosts {
+    pub fixed: AllowedHosts,
+    pub templated: Vec<Template>,
+}
+
+impl OutboundHosts {
+    pub fn is_empty(&self) -> bool {
+        self.fixed.is_empty() && self.templated.is_empty()
+    }
+
+    /// The hosts with `render`'s variable values filled in. As in Spin, an entry that renders
+    /// empty (or to a bare `http://` or `https://`) is left out: an optional endpoint whose
+    /// variable is unset.
+    pub fn resolve(&self, render: impl Fn(&Template) -> String) -> Result<AllowedHosts, String> {
+        let mut hosts = self.fixed.clone();
+        for template in &self.templated {
+            let entry = render(template);
+            if matches!(entry.trim(), "" | "http://" | "https://") {
+                continue;
+            }
+            hosts
+                .add(&entry)
+                .map_err(|e| format!("`{template}` is `{entry}` with its variables: {e}"))?;
+        }
+        Ok(hosts)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ComponentConfig {
     pub id: String,
     pub source: PathBuf,
-    pub allowed_outbound_hosts: AllowedHosts,
+    pub allowed_outbound_hosts: OutboundHosts,
     pub sqlite_databases: Vec<String>,
     pub key_value_stores: Vec<String>,
     pub environment: Vec<(String, String)>,
@@ -246,6 +278,61 @@ mod tests {
     }
 
     const HEADER: &str = "spin_manifest_version = 2\n[application]\nname = \"t\"\n";
+
+    #[test]
+    fn templated_outbound_hosts_are_filled_in_from_variables_at_load() {
+        let app = parse(&format!(
+            r#"{HEADER}
+            [variables]
+            api_host = {{ default = "api.example.com" }}
+            optional = {{ default = "" }}
+            [[trigger.http]]
+            route = "/..."
+            component = "c"
+            [component.c]
+            source = "c.wasm"
+            allowed_outbound_hosts = ["https://fixed.example.com", "https://{{{{ api_host }}}}", "{{{{ optional }}}}", "https://{{{{ optional }}}}"]
+            "#
+        ))
+        .unwrap();
+        let hosts = &app.components["c"].allowed_outbound_hosts;
+        assert_eq!(hosts.templated.len(), 3);
+        let values = |name: &str| match name {
+            "api_host" => "api.example.com",
+            _ => "",
+        };
+        let resolved = hosts.resolve(|t| t.render(values)).unwrap();
+        assert!(resolved.allows("https", "fixed.example.com", 443));
+        assert!(resolved.allows("https", "api.example.com", 443));
+        assert!(
+            !resolved.allows("https", "other.example.com", 443),
+            "an empty variable leaves its entry out, it does not widen the list"
+        );
+
+        let bad = hosts
+            .resolve(|t| t.render(|_| "example.com/path"))
+            .unwrap_err();
+        assert!(
+            bad.contains("{{ api_host }}") && bad.contains("without a path"),
+            "{bad}"
+        );
+
+        let undeclared = problems(&format!(
+            r#"{HEADER}
+            [[trigger.http]]
+            route = "/..."
+            component = "c"
+            [component.c]
+            source = "c.wasm"
+            allowed_outbound_hosts = ["https://{{{{ nowhere }}}}"]
+            "#
+        ));
+        assert!(
+            undeclared.contains("allowed_outbound_hosts")
+                && undeclared.contains("not declared in [variables]"),
+            "{undeclared}"
+        );
+    }
 
     #[test]
     fn a_full_manifest_parses_with_defaults_filled_in() {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::berth::{self, Auth, ComponentSettings, RouteSubscription, SubscriptionSettings};
 use super::manifest::{self, ComponentRef, HttpTrigger, Manifest, RouteSpec, Source};
 use super::{
-    App, ComponentConfig, ConnectionLimits, Limits, Messaging, Route, Subscription, Template,
+    App, ComponentConfig, ConnectionLimits, Limits, Messaging, OutboundHosts, Route, Subscription,
+    Template,
 };
-use crate::capabilities::http_outbound::AllowedHosts;
 use crate::capabilities::messaging::subject;
 use crate::triggers::http::cors::Cors;
 use crate::triggers::http::rate_limit;
@@ -349,12 +349,21 @@ impl Checker<'_> {
                 "{at} dependencies: berth does not compose components; compose them before loading"
             ));
         }
-        let allowed_outbound_hosts =
-            AllowedHosts::parse(&c.allowed_outbound_hosts).unwrap_or_else(|e| {
+        let mut allowed_outbound_hosts = OutboundHosts::default();
+        for entry in &c.allowed_outbound_hosts {
+            let added = if entry.contains("{{") {
+                Template::parse(entry).map(|t| {
+                    self.known_variables(&t, &format!("{at} allowed_outbound_hosts"));
+                    allowed_outbound_hosts.templated.push(t);
+                })
+            } else {
+                allowed_outbound_hosts.fixed.add(entry)
+            };
+            if let Err(e) = added {
                 self.problems
                     .push(format!("{at} allowed_outbound_hosts: {e}"));
-                AllowedHosts::default()
-            });
+            }
+        }
         let mut variables = HashMap::new();
         for (name, value) in &c.variables {
             if !is_variable_name(name) {

@@ -42,6 +42,8 @@ pub enum LoadError {
     NotASubscriber(String),
     #[error("its outbox and inbox tables cannot be created: {0}")]
     Outbox(sql::SqlError),
+    #[error("its allowed_outbound_hosts, with the variables filled in: {0}")]
+    OutboundHosts(String),
     #[error("it cannot be linked: {0:#}")]
     Link(anyhow::Error),
     #[error("{0}")]
@@ -193,6 +195,10 @@ pub async fn activate(
     } else {
         None
     };
+    let allowed_hosts = config
+        .allowed_outbound_hosts
+        .resolve(|template| backends.variables.render(template))
+        .map_err(LoadError::OutboundHosts)?;
     Ok(Version {
         digest: prepared.digest,
         loaded_at: SystemTime::now(),
@@ -208,7 +214,7 @@ pub async fn activate(
         stores: Arc::new(grant(&config.key_value_stores, &backends.stores)),
         variables: variables::for_component(&config.variables, &backends.variables),
         environment: config.environment.clone().into(),
-        allowed_hosts: Arc::new(config.allowed_outbound_hosts.clone()),
+        allowed_hosts: Arc::new(allowed_hosts),
         limits: config.limits,
     })
 }
