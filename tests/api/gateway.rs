@@ -231,3 +231,50 @@ async fn a_path_with_an_ambiguous_spelling_is_refused_before_routing() {
         assert!(reply.text.contains("BAD_PATH"), "{}", reply.text);
     }
 }
+
+/// `response_headers = []`: a response carries exactly the app's headers, as on Spin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berths_own_response_headers_can_be_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("spin.toml"),
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"plain\"\n\
+             [application.tool.berth]\nresponse_headers = []\n\
+             [[trigger.http]]\nroute = \"/misbehave/...\"\ncomponent = \"misbehave\"\n\
+             [component.misbehave]\nsource = \"{}\"\nsqlite_databases = [\"m\"]\n\
+             key_value_stores = [\"k\"]\nallowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n",
+            repo("target/wasm32-wasip2/release/misbehave.wasm").display()
+        ),
+    )
+    .unwrap();
+    let app = spawn_with(
+        dir.path().join("spin.toml").to_str().unwrap(),
+        None,
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    let reply = app.get("/misbehave/nothing-in-particular", None).await;
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    assert_eq!(reply.text, "unknown misbehaviour");
+    for name in ["x-request-id", "traceparent", "x-berth-version"] {
+        assert!(
+            reply.headers.get(name).is_none(),
+            "{name} was sent: {:?}",
+            reply.headers
+        );
+    }
+    assert_eq!(reply.headers["content-type"], "text/plain");
+
+    // By default all three are there.
+    let sandbox = spawn(SANDBOX).await;
+    let reply = sandbox.get("/misbehave/nothing-in-particular", None).await;
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    for name in ["x-request-id", "traceparent", "x-berth-version"] {
+        assert!(
+            reply.headers.get(name).is_some(),
+            "{name}: {:?}",
+            reply.headers
+        );
+    }
+}

@@ -6,6 +6,7 @@
 //! | | `jwt_issuer` | none, required with `jwt_secret` | the `iss` every token must carry (a template) |
 //! | | `jwt_audience` | none | when set, the `aud` every token must carry (a template) |
 //! | | `max_request_bytes` | 1 MiB | larger request bodies get 413 |
+//! | | `response_headers` | all three | which of berth's own headers (`x-request-id`, `traceparent`, `x-berth-version`) every response carries; `[]` sends exactly the app's, as Spin does |
 //! | `[application.tool.berth.connections]` | see [`ConnectionSettings`] | | both listeners' connection limits |
 //! | `[[application.tool.berth.rate_limits]]` | see [`RateLimitSettings`] | none | token buckets per route and key; 429 beyond |
 //! | `[application.tool.berth.cors]` | see [`CorsSettings`] | off | CORS, preflights answered by the gateway |
@@ -37,6 +38,8 @@ pub struct AppSettings {
     pub jwt_audience: Option<String>,
     #[serde(default)]
     pub max_request_bytes: Option<u64>,
+    #[serde(default)]
+    pub response_headers: Option<Vec<String>>,
     #[serde(default)]
     pub connections: ConnectionSettings,
     #[serde(default)]

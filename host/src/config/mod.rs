@@ -62,9 +62,57 @@ pub struct App {
     /// The `aud` every bearer token must carry, when set.
     pub jwt_audience: Option<Template>,
     pub max_request_bytes: u64,
+    pub response_headers: ResponseHeaders,
     pub connections: ConnectionLimits,
     pub rate_limits: Vec<rate_limit::Policy>,
     pub cors: Option<Cors>,
+}
+
+/// Which of berth's own headers every response carries (`response_headers`). All of them
+/// by default; a client that expects exactly the app's headers, as Spin sends them, turns
+/// them off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    pub request_id: bool,
+    pub traceparent: bool,
+    pub version: bool,
+}
+
+impl ResponseHeaders {
+    pub const NAMES: [&str; 3] = ["x-request-id", "traceparent", "x-berth-version"];
+
+    /// From the names listed; an unknown name is an error naming the known ones.
+    pub fn from_names(names: &[String]) -> Result<ResponseHeaders, String> {
+        let mut chosen = ResponseHeaders {
+            request_id: false,
+            traceparent: false,
+            version: false,
+        };
+        for name in names {
+            match name.to_ascii_lowercase().as_str() {
+                "x-request-id" => chosen.request_id = true,
+                "traceparent" => chosen.traceparent = true,
+                "x-berth-version" => chosen.version = true,
+                _ => {
+                    return Err(format!(
+                        "`{name}` is not one of berth's headers; choose from {}",
+                        Self::NAMES.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(chosen)
+    }
+}
+
+impl Default for ResponseHeaders {
+    fn default() -> ResponseHeaders {
+        ResponseHeaders {
+            request_id: true,
+            traceparent: true,
+            version: true,
+        }
+    }
 }
 
 /// How every connection of both listeners is bounded (`[application.tool.berth.connections]`).
@@ -278,6 +326,32 @@ mod tests {
     }
 
     const HEADER: &str = "spin_manifest_version = 2\n[application]\nname = \"t\"\n";
+
+    #[test]
+    fn response_headers_name_which_of_berths_headers_are_sent() {
+        let app = |list: &str| {
+            parse(&format!(
+                "{HEADER}[application.tool.berth]\nresponse_headers = {list}\n"
+            ))
+        };
+        let none = app("[]").unwrap().response_headers;
+        assert!(!none.request_id && !none.traceparent && !none.version);
+        let only_trace = app(r#"["traceparent"]"#).unwrap().response_headers;
+        assert_eq!(
+            only_trace,
+            ResponseHeaders {
+                request_id: false,
+                traceparent: true,
+                version: false
+            }
+        );
+        let err = app(r#"["server"]"#).unwrap_err().to_string();
+        assert!(
+            err.contains("`server` is not one of berth's headers")
+                && err.contains("x-berth-version"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn templated_outbound_hosts_are_filled_in_from_variables_at_load() {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::berth::{self, Auth, ComponentSettings, RouteSubscription, SubscriptionSettings};
 use super::manifest::{self, ComponentRef, HttpTrigger, Manifest, RouteSpec, Source};
 use super::{
-    App, ComponentConfig, ConnectionLimits, Limits, Messaging, OutboundHosts, Route, Subscription,
-    Template,
+    App, ComponentConfig, ConnectionLimits, Limits, Messaging, OutboundHosts, ResponseHeaders,
+    Route, Subscription, Template,
 };
 use crate::capabilities::messaging::subject;
 use crate::triggers::http::cors::Cors;
@@ -32,6 +32,7 @@ pub(super) fn validate(
     let connections = check.connections();
     let rate_limits = check.rate_limits();
     let cors = check.cors();
+    let response_headers = check.response_headers();
     check.label_owners();
     let mut components: BTreeMap<String, ComponentConfig> = m
         .component
@@ -89,6 +90,7 @@ pub(super) fn validate(
         connections,
         rate_limits,
         cors,
+        response_headers,
         max_request_bytes: m
             .application
             .tool
@@ -261,6 +263,17 @@ impl Checker<'_> {
             }
         }
         policies
+    }
+
+    fn response_headers(&mut self) -> ResponseHeaders {
+        let Some(names) = &self.m.application.tool.berth.response_headers else {
+            return ResponseHeaders::default();
+        };
+        ResponseHeaders::from_names(names).unwrap_or_else(|e| {
+            self.problems
+                .push(format!("[application.tool.berth] response_headers: {e}"));
+            ResponseHeaders::default()
+        })
     }
 
     fn cors(&mut self) -> Option<Cors> {

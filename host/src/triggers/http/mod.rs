@@ -116,6 +116,7 @@ pub struct Gateway {
     /// To receive a whole request body; then 408.
     body_timeout: Duration,
     cors: Option<Cors>,
+    response_headers: crate::config::ResponseHeaders,
     pub rate_limits: Arc<RateLimits>,
     /// Per component, the shares of its concurrency that some routes keep to themselves.
     shares: HashMap<String, Arc<[RouteShare]>>,
@@ -169,6 +170,7 @@ impl Gateway {
             max_request_bytes: app.max_request_bytes,
             body_timeout: app.connections.body_timeout,
             cors: app.cors.clone(),
+            response_headers: app.response_headers,
             rate_limits: Arc::new(RateLimits::new(&app.rate_limits)),
             shares,
             metrics,
@@ -247,9 +249,17 @@ impl Gateway {
             response.status().as_u16(),
             started.elapsed(),
         );
+        let send = self.response_headers;
         let headers = response.headers_mut();
-        headers.insert(REQUEST_ID, ids.request_id);
-        headers.insert(TRACEPARENT, ids.traceparent);
+        if send.request_id {
+            headers.insert(REQUEST_ID, ids.request_id);
+        }
+        if send.traceparent {
+            headers.insert(TRACEPARENT, ids.traceparent);
+        }
+        if !send.version {
+            headers.remove(VERSION_HEADER);
+        }
         let status = response.status().as_u16();
         span.record("status", status);
         // An access log line per request costs a formatted write to stderr on the hot path;
