@@ -45,7 +45,8 @@ pub async fn run(
         for k in 0..hosts.len() {
             let i = (round + k) % hosts.len();
             let host = &mut hosts[i];
-            let run = one_round(&client, &host.url, &host.token, &order, settings.duration).await?;
+            let url = &host.berth.server.url;
+            let run = one_round(&client, url, &host.token, &order, settings.duration).await?;
             eprintln!(
                 "    {:<16} round {}: {} orders, {:.0} flows/s, {} not confirmed",
                 host.name,
@@ -134,7 +135,6 @@ pub async fn run(
 struct Host {
     name: &'static str,
     berth: Berth,
-    url: String,
     token: String,
     runs: Vec<Round>,
 }
@@ -150,12 +150,10 @@ impl Host {
     ) -> anyhow::Result<Host> {
         let server = format!("{name}-saga");
         let berth = super::berth_from(checkout, cache, work, &server, "spin.toml").await?;
-        let url = berth.server.url.clone();
-        let (_, token) = user(client, &url, "saga@example.com").await?;
+        let (_, token) = user(client, &berth.server.url, "saga@example.com").await?;
         Ok(Host {
             name,
             berth,
-            url,
             token,
             runs: Vec::new(),
         })

@@ -63,19 +63,11 @@ enum PortPattern {
 }
 
 impl AllowedHosts {
-    pub fn parse(entries: &[String]) -> Result<AllowedHosts, String> {
-        let entries = entries
-            .iter()
-            .map(|e| AllowedHost::parse(e))
-            .collect::<Result<_, _>>()?;
-        Ok(AllowedHosts { entries })
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Adds one more entry, for one rendered from a template at load.
+    /// Adds one entry, refusing a malformed one with the reason.
     pub fn add(&mut self, entry: &str) -> Result<(), String> {
         self.entries.push(AllowedHost::parse(entry)?);
         Ok(())
@@ -344,7 +336,11 @@ mod tests {
     use super::*;
 
     fn hosts(entries: &[&str]) -> AllowedHosts {
-        AllowedHosts::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+        let mut hosts = AllowedHosts::default();
+        for entry in entries {
+            hosts.add(entry).unwrap();
+        }
+        hosts
     }
 
     #[test]
@@ -378,7 +374,7 @@ mod tests {
             ("https://ex*ample.com", "may only stand"),
             ("https://example.com:99999", "not a port"),
         ] {
-            let err = AllowedHosts::parse(&[entry.to_string()]).unwrap_err();
+            let err = AllowedHosts::default().add(entry).unwrap_err();
             assert!(err.contains(why), "{entry}: {err}");
         }
     }

@@ -105,7 +105,7 @@ impl Health {
 /// to the connection's thread instead of two (prepare, then run). sqlx keeps the compiled
 /// statement itself, per connection.
 #[derive(Default)]
-struct Shapes(Mutex<HashMap<Box<str>, Arc<Shape>>>);
+struct Shapes(Mutex<HashMap<Arc<str>, Arc<Shape>>>);
 
 struct Shape {
     sql: Arc<str>,
@@ -136,7 +136,7 @@ impl Shapes {
             if shapes.len() >= MAX_SHAPES {
                 shapes.clear();
             }
-            shapes.insert(shape.sql.as_ref().into(), shape);
+            shapes.insert(shape.sql.clone(), shape);
         }
     }
 }
