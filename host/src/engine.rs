@@ -121,8 +121,9 @@ impl Engine {
         &self.inner
     }
 
-    /// Compiles `wasm`, or loads the artifact an earlier run left in the cache. Runs on a
-    /// blocking thread: compiling takes seconds and must not stall the request workers.
+    /// Compiles `wasm`, a component or a core module made one (see [`crate::componentize`]),
+    /// or loads the artifact an earlier run left in the cache. Runs on a blocking thread:
+    /// compiling takes seconds and must not stall the request workers.
     pub async fn compile(&self, wasm: bytes::Bytes) -> anyhow::Result<Compiled> {
         let turn = self
             .compiling
@@ -163,7 +164,11 @@ impl Engine {
                 ),
             }
         }
-        let compiled = Component::new(&self.inner, wasm)?;
+        let compiled = if wasmtime::wasmparser::Parser::is_core_wasm(wasm) {
+            Component::new(&self.inner, crate::componentize::componentize(wasm)?)?
+        } else {
+            Component::new(&self.inner, wasm)?
+        };
         // Served from the artifact just written, like a cached one: its code is then a
         // file mapping the kernel can share and page out, not anonymous memory.
         let component = match self.store_artifact(&path, &compiled) {

@@ -91,6 +91,8 @@ pub struct Checked {
     pub id: String,
     pub digest: String,
     pub imports: Vec<String>,
+    /// Imports the manifest does not grant: it loads, and every call through them is denied.
+    pub denied: Vec<String>,
     /// The component's bytes, for checks beyond berth's own.
     pub wasm: bytes::Bytes,
 }
@@ -393,19 +395,17 @@ impl Host {
             async move {
                 let wasm = loader::read_source(config)?;
                 let prepared = loader::prepare(engine, linker, config, wasm.clone()).await?;
-                Ok((prepared.digest, prepared.imports, wasm))
+                Ok(Checked {
+                    id: config.id.clone(),
+                    digest: prepared.digest,
+                    imports: prepared.imports,
+                    denied: prepared.denied,
+                    wasm,
+                })
             }
         })
         .await?;
-        Ok(checked
-            .into_iter()
-            .map(|(id, (digest, imports, wasm))| Checked {
-                id,
-                digest,
-                imports,
-                wasm,
-            })
-            .collect())
+        Ok(checked.into_iter().map(|(_, checked)| checked).collect())
     }
 
     /// Serves until `shutdown` resolves, then drains open requests.

@@ -9,13 +9,15 @@
 //! - [`registry`]: the loaded component versions, the load pipeline, and the one way to
 //!   invoke a component (an HTTP request or a message)
 //! - [`capabilities`]: what a guest imports, one module each, backends side by side
-//! - [`engine`], [`linker`], [`state`]: wasmtime, the host interfaces, a Store's data
+//! - [`engine`], [`linker`], [`state`]: wasmtime, the host interfaces, a Store's data;
+//!   [`componentize`]: core modules made components, as Spin does
 //! - [`config`]: `spin.toml` and the runtime config, checked and resolved at load
 //! - [`response`]: the body type and JSON error of every answer the host makes
 //! - [`telemetry`]: logs, traces, metrics, guest output
 
 pub mod bindings;
 pub mod capabilities;
+pub mod componentize;
 pub mod config;
 pub mod control;
 pub mod engine;

@@ -122,20 +122,46 @@ fn an_unknown_key_is_named_with_its_file() {
     );
 }
 
+/// As in Spin, an ungranted import loads with every call denied; `berth check` warns of
+/// each, and `refuse_ungranted_imports` makes them errors again.
 #[test]
-fn an_ungranted_import_is_named_with_the_key_that_grants_it() {
-    let dir = app_dir(&format!(
-        "{HEADER}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"greedy\"\n\
-         [component.greedy]\nsource = \"{{misbehave}}\"\nkey_value_stores = [\"cache\"]\n\
-         allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n"
-    ));
-    let output = check(dir.path());
-    assert!(!output.status.success());
-    let err = stderr(&output);
+fn berth_check_warns_of_ungranted_imports_and_an_app_setting_refuses_them() {
+    let manifest = |setting: &str| {
+        format!(
+            "{HEADER}{setting}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"bare\"\n\
+             [component.bare]\nsource = \"{{misbehave}}\"\nkey_value_stores = [\"cache\"]\n"
+        )
+    };
+    let warned = check(app_dir(&manifest("")).path());
+    let stdout = String::from_utf8_lossy(&warned.stdout);
+    assert!(warned.status.success(), "{stdout}{}", stderr(&warned));
+    for key in ["sqlite_databases", "allowed_outbound_hosts"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains("warning: it imports") && l.contains(key)),
+            "no warning names {key}:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("key_value_stores"), "{stdout}");
     assert!(
-        err.contains("imports `fermyon:spin/sqlite@2.0.0`, which [component.greedy] does not grant: add `sqlite_databases"),
+        stdout.contains("2 ungranted imports loaded with every call denied"),
+        "{stdout}"
+    );
+
+    let refused = check(
+        app_dir(&manifest(
+            "[application.tool.berth]\nrefuse_ungranted_imports = true\n",
+        ))
+        .path(),
+    );
+    let err = stderr(&refused);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("imports `fermyon:spin/sqlite@2.0.0`, which [component.bare] does not grant: add `sqlite_databases"),
         "{err}"
     );
+    assert!(err.contains("add `allowed_outbound_hosts"), "{err}");
 }
 
 #[test]
@@ -158,9 +184,9 @@ fn files_that_are_not_http_components_are_refused_with_the_reason() {
     let err = stderr(&output);
     for expected in [
         "component `text`",
-        "is not a WebAssembly component",
+        "is neither a WebAssembly component nor a core module",
         "component `core`",
-        "but a core module: build it for the wasm32-wasip2 target",
+        "is a core module that cannot be made a component: it has no component type section",
         "component `empty`",
         "not wasi:http/incoming-handler@0.2.x",
         "component `absent`",

@@ -209,7 +209,9 @@ async fn a_broken_upload_is_refused_with_the_reason_and_the_current_version_keep
     let not_wasm = app.deploy("bystander", b"not wasm".to_vec(), "").await;
     assert_eq!(not_wasm.status, 400);
     assert!(
-        not_wasm.text.contains("not a WebAssembly component"),
+        not_wasm
+            .text
+            .contains("neither a WebAssembly component nor a core module"),
         "{}",
         not_wasm.text
     );
@@ -217,14 +219,25 @@ async fn a_broken_upload_is_refused_with_the_reason_and_the_current_version_keep
         .deploy("bystander", b"\0asm\x01\0\0\0".to_vec(), "")
         .await;
     assert_eq!(core.status, 400);
-    assert!(core.text.contains("core module"), "{}", core.text);
-    let events = std::fs::read(repo("target/wasm32-wasip2/release/events.wasm")).unwrap();
-    let ungranted = app.deploy("bystander", events, "").await;
-    assert_eq!(ungranted.status, 422, "{}", ungranted.text);
     assert!(
-        ungranted.text.contains("wasmcloud:messaging/consumer"),
+        core.text.contains("no component type section"),
         "{}",
-        ungranted.text
+        core.text
+    );
+    let unserved = app
+        .deploy(
+            "bystander",
+            component_importing("fermyon:spin/redis@2.0.0"),
+            "",
+        )
+        .await;
+    assert_eq!(unserved.status, 422, "{}", unserved.text);
+    assert!(
+        unserved
+            .text
+            .contains("imports `fermyon:spin/redis@2.0.0`: berth does not provide it"),
+        "{}",
+        unserved.text
     );
     // An empty component: valid, but it exports no HTTP handler for the routes to reach.
     let wrong_world = app

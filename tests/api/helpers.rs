@@ -19,12 +19,13 @@ pub const SHOP: &str = "spin.toml";
 pub const SANDBOX: &str = "tests/apps/sandbox.toml";
 pub const EVENTS: &str = "tests/apps/events.toml";
 pub const LIMITS: &str = "tests/apps/limits.toml";
+pub const SPIN_APPS: &str = "tests/apps/spin-apps.toml";
 
 /// Builds the components of both test apps once per test run, through `berth build`.
 pub fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        for manifest in [SHOP, SANDBOX, EVENTS, LIMITS] {
+        for manifest in [SHOP, SANDBOX, EVENTS, LIMITS, SPIN_APPS] {
             let output = berth_command()
                 .args(["build", "--manifest"])
                 .arg(repo(manifest))
@@ -685,4 +686,17 @@ impl TestApp {
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0.0)
     }
+}
+
+/// A component that only imports `name`, as an empty instance: for what berth serves or
+/// refuses by name alone.
+pub fn component_importing(name: &str) -> Vec<u8> {
+    let mut component = wasm_encoder::Component::new();
+    let mut types = wasm_encoder::ComponentTypeSection::new();
+    types.instance(&wasm_encoder::InstanceType::new());
+    component.section(&types);
+    let mut imports = wasm_encoder::ComponentImportSection::new();
+    imports.import(name, wasm_encoder::ComponentTypeRef::Instance(0));
+    component.section(&imports);
+    component.finish()
 }

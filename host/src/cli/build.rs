@@ -41,14 +41,13 @@ pub fn run(app: &App, only: &[String]) -> anyhow::Result<()> {
             );
         }
     }
-    let needs_wasm_target = buildable.iter().any(|(_, b)| {
-        b.command
-            .as_slice()
-            .iter()
-            .any(|c| c.contains("wasm32-wasip2"))
-    });
-    if needs_wasm_target {
-        ensure_wasm_target(&app.dir)?;
+    let targets: std::collections::BTreeSet<&str> = buildable
+        .iter()
+        .flat_map(|(_, b)| b.command.as_slice())
+        .flat_map(|command| wasm_targets(command))
+        .collect();
+    for target in targets {
+        ensure_wasm_target(&app.dir, target)?;
     }
     let total = buildable.len();
     for (i, (component, build)) in buildable.into_iter().enumerate() {
@@ -90,9 +89,27 @@ pub fn run(app: &App, only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs the wasm32-wasip2 target with rustup when the toolchain lacks it, or says exactly
-/// what to run.
-fn ensure_wasm_target(dir: &Path) -> anyhow::Result<()> {
+/// The wasm targets a build command names (`--target wasm32-…`): the ones rustup may need
+/// to add before it runs.
+fn wasm_targets(command: &str) -> impl Iterator<Item = &str> {
+    let mut words = command.split_whitespace();
+    std::iter::from_fn(move || {
+        loop {
+            let word = words.next()?;
+            let target = match word.strip_prefix("--target=") {
+                Some(target) => target,
+                None if word == "--target" => words.next()?,
+                None => continue,
+            };
+            if target.starts_with("wasm32-") {
+                return Some(target);
+            }
+        }
+    })
+}
+
+/// Installs `target` with rustup when the toolchain lacks it, or says exactly what to run.
+fn ensure_wasm_target(dir: &Path, target: &str) -> anyhow::Result<()> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .current_dir(dir)
@@ -100,28 +117,42 @@ fn ensure_wasm_target(dir: &Path) -> anyhow::Result<()> {
         .context("cannot run `rustc`: install Rust from https://rustup.rs")?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_owned();
     if Path::new(&sysroot)
-        .join("lib/rustlib/wasm32-wasip2")
+        .join("lib/rustlib")
+        .join(target)
         .is_dir()
     {
         return Ok(());
     }
     if Command::new("rustup").arg("--version").output().is_err() {
         bail!(
-            "the wasm32-wasip2 Rust target is missing and rustup is not available: install that target for the toolchain in {sysroot}"
+            "the {target} Rust target is missing and rustup is not available: install that target for the toolchain in {sysroot}"
         );
     }
     eprintln!(
-        "berth: the wasm32-wasip2 Rust target is missing; installing it with `rustup target add wasm32-wasip2`"
+        "berth: the {target} Rust target is missing; installing it with `rustup target add {target}`"
     );
     let status = Command::new("rustup")
-        .args(["target", "add", "wasm32-wasip2"])
+        .args(["target", "add", target])
         .current_dir(dir)
         .status()
         .context("cannot run rustup")?;
     if !status.success() {
-        bail!(
-            "`rustup target add wasm32-wasip2` failed ({status}); run it yourself and build again"
-        );
+        bail!("`rustup target add {target}` failed ({status}); run it yourself and build again");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wasm_targets;
+
+    #[test]
+    fn the_wasm_targets_a_command_names_are_found() {
+        let found: Vec<&str> = wasm_targets(
+            "cargo build -p a --target wasm32-wasip1 --target-dir target && cargo build --target=wasm32-unknown-unknown --target x86_64-unknown-linux-gnu",
+        )
+        .collect();
+        assert_eq!(found, ["wasm32-wasip1", "wasm32-unknown-unknown"]);
+        assert_eq!(wasm_targets("cargo build --target").count(), 0);
+    }
 }

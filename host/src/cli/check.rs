@@ -22,6 +22,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
             if platform.is_empty() { "" } else { ", " },
             platform.join(", ")
         );
+        for import in &c.denied {
+            println!("    warning: it {import}; until then, every call through it is denied");
+        }
         if let Some(Platform::Spin) = args.target {
             let problems = berth::registry::portability::spin_problems(&c.wasm)?;
             if problems.is_empty() {
@@ -41,6 +44,13 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         checked.len(),
         if checked.len() == 1 { "" } else { "s" }
     );
+    let warnings: usize = checked.iter().map(|c| c.denied.len()).sum();
+    if warnings > 0 {
+        println!(
+            "{warnings} ungranted import{} loaded with every call denied, as Spin does; `refuse_ungranted_imports = true` under [application.tool.berth] refuses them instead",
+            if warnings == 1 { "" } else { "s" }
+        );
+    }
     if !not_portable.is_empty() {
         bail!(
             "{} would not run on Spin: change or remove what is listed above (berth serves it; Spin does not)",

@@ -7,6 +7,7 @@
 //! | | `jwt_audience` | none | when set, the `aud` every token must carry (a template) |
 //! | | `max_request_bytes` | 1 MiB | larger request bodies get 413 |
 //! | | `response_headers` | all three | which of berth's own headers (`x-request-id`, `traceparent`, `x-berth-version`) every response carries; `[]` sends exactly the app's, as Spin does |
+//! | | `refuse_ungranted_imports` | `false` | `true`: a component importing what its manifest does not grant fails to load, instead of loading with every such call denied as in Spin |
 //! | `[application.tool.berth.connections]` | see [`ConnectionSettings`] | | both listeners' connection limits |
 //! | `[[application.tool.berth.rate_limits]]` | see [`RateLimitSettings`] | none | token buckets per route and key; 429 beyond |
 //! | `[application.tool.berth.cors]` | see [`CorsSettings`] | off | CORS, preflights answered by the gateway |
@@ -40,6 +41,8 @@ pub struct AppSettings {
     pub max_request_bytes: Option<u64>,
     #[serde(default)]
     pub response_headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub refuse_ungranted_imports: bool,
     #[serde(default)]
     pub connections: ConnectionSettings,
     #[serde(default)]

@@ -188,6 +188,9 @@ pub struct ComponentConfig {
     pub allowed_outbound_hosts: OutboundHosts,
     pub sqlite_databases: Vec<String>,
     pub key_value_stores: Vec<String>,
+    /// `[application.tool.berth] refuse_ungranted_imports`: an import the grants do not
+    /// open stops the load, instead of having its calls denied.
+    pub refuse_ungranted_imports: bool,
     pub environment: Vec<(String, String)>,
     pub variables: HashMap<String, Template>,
     pub build: Option<Build>,

@@ -515,6 +515,7 @@ impl Checker<'_> {
             allowed_outbound_hosts,
             sqlite_databases: c.sqlite_databases.clone(),
             key_value_stores: c.key_value_stores.clone(),
+            refuse_ungranted_imports: self.m.application.tool.berth.refuse_ungranted_imports,
             environment: c.environment.clone().into_iter().collect(),
             variables,
             build,

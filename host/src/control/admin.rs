@@ -159,7 +159,7 @@ fn control_error(e: DeployError) -> ApiError {
             ApiError::new(StatusCode::NOT_FOUND, "COMPONENT_NOT_FOUND", message)
         }
         DeployError::Rejected {
-            reason: LoadError::NotAComponent(_),
+            reason: LoadError::NotAComponent | LoadError::Componentize(_),
             ..
         } => ApiError::new(StatusCode::BAD_REQUEST, "BAD_UPLOAD", message),
         DeployError::BadCanary(_) => ApiError::new(StatusCode::BAD_REQUEST, "BAD_CANARY", message),

@@ -1,6 +1,9 @@
-//! Which manifest key grants each import. A component importing something its manifest does
-//! not grant is refused when it loads, with the import and the key named, rather than
-//! failing on the request that first touches it.
+//! Which manifest key grants each import. As in Spin, a component that imports something its
+//! manifest does not grant still loads, and each call through that import is denied with the
+//! error Spin gives (`access-denied`, `HTTP-request-denied`); the load logs every such import
+//! with the key that would grant it. `refuse_ungranted_imports = true` makes them load
+//! errors instead. An import berth does not serve at all cannot be linked, so it always
+//! stops the load.
 
 /// What an import needs from `[component.<id>]`.
 #[derive(Debug, PartialEq, Eq)]
@@ -11,8 +14,10 @@ enum Need {
     Key(&'static str, &'static str),
     /// A non-empty list under this key of `[component.<id>.tool.berth]`.
     Setting(&'static str, &'static str),
+    /// Linked, but no grant opens it: every call is denied, for this reason.
+    AlwaysDenied(&'static str),
     /// Not served by berth, with the reason.
-    Refused(String),
+    Refused(&'static str),
 }
 
 fn need(import: &str) -> Need {
@@ -26,8 +31,8 @@ fn need(import: &str) -> Need {
         ("wasi:http", "outgoing-handler") => {
             Need::Key("allowed_outbound_hosts", "[\"https://api.example.com\"]")
         }
-        ("wasi:sockets", _) => Need::Refused(
-            "berth gives components no sockets; call other services over HTTP with allowed_outbound_hosts".into(),
+        ("wasi:sockets", _) => Need::AlwaysDenied(
+            "berth gives components no sockets (every connect, bind and lookup is denied); call other services over HTTP with allowed_outbound_hosts",
         ),
         ("fermyon:spin", "sqlite") => Need::Key("sqlite_databases", "[\"<label>\"]"),
         ("fermyon:spin", "key-value") => Need::Key("key_value_stores", "[\"<label>\"]"),
@@ -36,7 +41,7 @@ fn need(import: &str) -> Need {
         // Delivering a message only needs its shape.
         ("wasmcloud:messaging", "types") => Need::Nothing,
         _ => Need::Refused(
-            "berth does not provide it (it serves WASI 0.2, wasi:http, fermyon:spin sqlite, key-value and variables @2.0.0, and wasmcloud:messaging@0.2.0)".into(),
+            "berth does not provide it (it serves WASI 0.2, wasi:http, fermyon:spin sqlite, key-value and variables @2.0.0, and wasmcloud:messaging@0.2.0)",
         ),
     }
 }
@@ -62,24 +67,36 @@ impl Granted<'_> {
     }
 }
 
-/// Every import of the component that the manifest does not grant, as a sentence each.
-pub fn ungranted<'i>(imports: impl IntoIterator<Item = &'i str>, granted: &Granted) -> Vec<String> {
-    imports
-        .into_iter()
-        .filter_map(|import| match need(import) {
-            Need::Nothing => None,
-            Need::Key(key, _) | Need::Setting(key, _) if granted.has(key) => None,
-            Need::Setting(key, example) => Some(format!(
+/// The component's imports that the manifest does not open, as a sentence each.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ungranted {
+    /// Linked; every call is denied. Spin loads such a component, and so does berth unless
+    /// the app asks for `refuse_ungranted_imports`.
+    pub denied: Vec<String>,
+    /// Not served at all: the component cannot be linked.
+    pub refused: Vec<String>,
+}
+
+/// Sorts every import of the component by what the manifest grants.
+pub fn ungranted<'i>(imports: impl IntoIterator<Item = &'i str>, granted: &Granted) -> Ungranted {
+    let mut found = Ungranted::default();
+    for import in imports {
+        match need(import) {
+            Need::Nothing => {}
+            Need::Key(key, _) | Need::Setting(key, _) if granted.has(key) => {}
+            Need::Setting(key, example) => found.denied.push(format!(
                 "imports `{import}`, which [component.{0}] does not grant: add `{key} = {example}` to [component.{0}.tool.berth]",
                 granted.id
             )),
-            Need::Key(key, example) => Some(format!(
+            Need::Key(key, example) => found.denied.push(format!(
                 "imports `{import}`, which [component.{}] does not grant: add `{key} = {example}` to it",
                 granted.id
             )),
-            Need::Refused(why) => Some(format!("imports `{import}`: {why}")),
-        })
-        .collect()
+            Need::AlwaysDenied(why) => found.denied.push(format!("imports `{import}`: {why}")),
+            Need::Refused(why) => found.refused.push(format!("imports `{import}`: {why}")),
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -105,38 +122,45 @@ mod tests {
             "wasi:http/types@0.2.6",
             "fermyon:spin/variables@2.0.0",
         ];
-        assert!(ungranted(imports, &GRANTS_NOTHING).is_empty());
+        assert_eq!(ungranted(imports, &GRANTS_NOTHING), Ungranted::default());
     }
 
     #[test]
-    fn an_ungranted_import_names_the_key_that_grants_it() {
-        let problems = ungranted(["fermyon:spin/sqlite@2.0.0"], &GRANTS_NOTHING);
+    fn an_ungranted_import_is_denied_and_names_the_key_that_grants_it() {
+        let found = ungranted(["fermyon:spin/sqlite@2.0.0"], &GRANTS_NOTHING);
         assert_eq!(
-            problems,
+            found.denied,
             [
                 "imports `fermyon:spin/sqlite@2.0.0`, which [component.order] does not grant: add `sqlite_databases = [\"<label>\"]` to it"
             ]
         );
+        assert!(found.refused.is_empty());
         let granted = Granted {
             sqlite_databases: true,
             ..GRANTS_NOTHING
         };
-        assert!(ungranted(["fermyon:spin/sqlite@2.0.0"], &granted).is_empty());
+        assert_eq!(
+            ungranted(["fermyon:spin/sqlite@2.0.0"], &granted),
+            Ungranted::default()
+        );
     }
 
     #[test]
-    fn unknown_and_refused_imports_say_why() {
-        let problems = ungranted(
+    fn sockets_are_always_denied_and_unknown_imports_refused() {
+        let found = ungranted(
             [
                 "wasi:sockets/tcp@0.2.6",
                 "fermyon:spin/redis@2.0.0",
                 "wasi:http/outgoing-handler@0.2.6",
+                "wasmcloud:messaging/consumer@0.2.0",
             ],
             &GRANTS_NOTHING,
         );
-        assert_eq!(problems.len(), 3);
-        assert!(problems[0].contains("no sockets"));
-        assert!(problems[1].contains("does not provide it"));
-        assert!(problems[2].contains("allowed_outbound_hosts"));
+        assert_eq!(found.denied.len(), 3, "{found:?}");
+        assert!(found.denied[0].contains("no sockets"));
+        assert!(found.denied[1].contains("allowed_outbound_hosts"));
+        assert!(found.denied[2].contains("[component.order.tool.berth]"));
+        assert_eq!(found.refused.len(), 1);
+        assert!(found.refused[0].contains("does not provide it"));
     }
 }

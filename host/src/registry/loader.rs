@@ -16,6 +16,7 @@ use crate::bindings::SubscriberPre;
 use crate::capabilities::messaging::{Messaging, outbox};
 use crate::capabilities::sql::migrate::MigrationError;
 use crate::capabilities::{key_value, sql, variables};
+use crate::componentize;
 use crate::config::ComponentConfig;
 use crate::engine::Engine;
 use crate::state::InvocationState;
@@ -30,12 +31,14 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("it is not a WebAssembly component{0}")]
-    NotAComponent(&'static str),
+    #[error("it is neither a WebAssembly component nor a core module")]
+    NotAComponent,
     #[error("it does not compile: {0:#}")]
     Compile(anyhow::Error),
     #[error("it {}", .0.join("; it "))]
     Ungranted(Vec<String>),
+    #[error("it is a core module that cannot be made a component: {0}")]
+    Componentize(componentize::Error),
     #[error("it cannot serve HTTP: {0}")]
     WrongWorld(String),
     #[error("it cannot receive events: {0}")]
@@ -55,6 +58,9 @@ pub struct Prepared {
     pub digest: String,
     /// Every interface the component imports, for `berth check` to show.
     pub imports: Vec<String>,
+    /// Imports linked but not granted: every call through them is denied. Logged when the
+    /// version loads and listed by `berth check`.
+    pub denied: Vec<String>,
     pub http: Option<ProxyPre<InvocationState>>,
     pub handler: Option<SubscriberPre<InvocationState>>,
     pub from_cache: bool,
@@ -78,22 +84,24 @@ pub async fn prepare(
     config: &ComponentConfig,
     wasm: bytes::Bytes,
 ) -> Result<Prepared, LoadError> {
-    if !wasmtime::wasmparser::Parser::is_component(&wasm) {
-        return Err(LoadError::NotAComponent(
-            if wasmtime::wasmparser::Parser::is_core_wasm(&wasm) {
-                " but a core module: build it for the wasm32-wasip2 target"
-            } else {
-                ""
-            },
-        ));
+    use wasmtime::wasmparser::Parser;
+    if !Parser::is_component(&wasm) && !Parser::is_core_wasm(&wasm) {
+        return Err(LoadError::NotAComponent);
     }
-    let compiled = engine.compile(wasm).await.map_err(LoadError::Compile)?;
+    let compiled =
+        engine
+            .compile(wasm)
+            .await
+            .map_err(|e| match e.downcast::<componentize::Error>() {
+                Ok(module) => LoadError::Componentize(module),
+                Err(e) => LoadError::Compile(e),
+            })?;
     let ty = compiled.component.component_type();
     let imports: Vec<String> = ty
         .imports(engine.wasmtime())
         .map(|(name, _)| name.to_owned())
         .collect();
-    let problems = ungranted(
+    let mut found = ungranted(
         imports.iter().map(String::as_str),
         &Granted {
             allowed_outbound_hosts: !config.allowed_outbound_hosts.is_empty(),
@@ -103,8 +111,11 @@ pub async fn prepare(
             id: &config.id,
         },
     );
-    if !problems.is_empty() {
-        return Err(LoadError::Ungranted(problems));
+    if config.refuse_ungranted_imports {
+        found.refused.append(&mut found.denied);
+    }
+    if !found.refused.is_empty() {
+        return Err(LoadError::Ungranted(found.refused));
     }
     let exports: Vec<String> = ty
         .exports(engine.wasmtime())
@@ -148,6 +159,7 @@ pub async fn prepare(
     Ok(Prepared {
         digest: compiled.digest,
         imports,
+        denied: found.denied,
         http,
         handler,
         from_cache: compiled.from_cache,
@@ -177,6 +189,9 @@ pub async fn activate(
     config: &ComponentConfig,
     backends: &Backends,
 ) -> Result<Version, LoadError> {
+    for import in &prepared.denied {
+        tracing::warn!(component = %config.id, "it {import}; until then, every call through it is denied");
+    }
     let databases = grant(&config.sqlite_databases, &backends.databases);
     if let (Some(dir), [label]) = (&config.migrations, &config.sqlite_databases[..])
         && let Some(db) = databases.get(label)

@@ -24,6 +24,14 @@ const HANDLER: &str = "wasi:http/incoming-handler@0.2";
 /// Every import and export of the component `wasm` that stands in the way of running it on
 /// Spin, worded for the person who has to change it; empty when it would run.
 pub fn spin_problems(wasm: &[u8]) -> anyhow::Result<Vec<String>> {
+    // Spin makes a core module a component as berth does: judge the component.
+    let component;
+    let wasm = if wasmtime::wasmparser::Parser::is_core_wasm(wasm) {
+        component = crate::componentize::componentize(wasm)?;
+        &component[..]
+    } else {
+        wasm
+    };
     if !wasmtime::wasmparser::Parser::is_component(wasm) {
         bail!("it is not a WebAssembly component");
     }
@@ -168,9 +176,14 @@ mod tests {
     }
 
     #[test]
-    fn a_core_module_is_not_a_component() {
+    fn a_core_module_without_a_component_type_cannot_be_judged() {
         // The smallest core module: the magic number and version.
         let error = spin_problems(b"\0asm\x01\0\0\0").unwrap_err();
+        assert!(
+            error.to_string().contains("no component type section"),
+            "{error}"
+        );
+        let error = spin_problems(b"not wasm").unwrap_err();
         assert!(
             error.to_string().contains("not a WebAssembly component"),
             "{error}"

@@ -266,10 +266,9 @@ impl WasiHttpHooks for OutboundHttp {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         if let Err(denied) = self.check(request.uri()) {
+            // The guest sees what Spin answers; the log says how to allow it.
             tracing::warn!(component = %self.component, "{denied}");
-            return Box::new(std::future::ready(Err(HttpError::InternalError(Some(
-                denied.to_string(),
-            )))));
+            return Box::new(std::future::ready(Err(HttpError::HttpRequestDenied)));
         }
         request
             .headers_mut()
