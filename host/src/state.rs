@@ -68,6 +68,10 @@ impl InvocationState {
         let Outcome::Commit { inbox } = outcome else {
             self.sql.rollback().await;
             self.messaging.discard();
+            // A guest that failed because its database was down failed for that reason.
+            if let Some(reason) = self.sql.take_unavailable() {
+                return Err(SqlError::Unavailable(reason));
+            }
             return Ok(Finished::RolledBack);
         };
         let result = async {

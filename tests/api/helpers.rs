@@ -146,9 +146,54 @@ impl Drop for TestApp {
 }
 
 /// The shop (`spin.toml`) on port 0 with a fresh data dir.
+/// The shop, on the database the running test asks for ([`on_every_database!`]).
 pub async fn spawn_shop() -> TestApp {
-    spawn(SHOP).await
+    match SHOP_DATABASE.try_with(|database| *database) {
+        Ok(ShopDatabase::Postgres) => spawn_on_postgres(SHOP, &SHOP_DATABASES, None).await,
+        Ok(ShopDatabase::Sqlite) | Err(_) => spawn(SHOP).await,
+    }
 }
+
+/// Where [`spawn_shop`] keeps the shop's data.
+#[derive(Debug, Clone, Copy)]
+pub enum ShopDatabase {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// Set around a test body by [`on_every_database!`].
+    pub static SHOP_DATABASE: ShopDatabase;
+}
+
+/// Runs each named test body (an `async fn` of the module calling [`spawn_shop`]) twice:
+/// as `on_sqlite::<name>` and as `on_postgres::<name>`, with the shop's databases as
+/// schemas of the tests' PostgreSQL server.
+macro_rules! on_every_database {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::helpers::SHOP_DATABASE
+                        .scope($crate::helpers::ShopDatabase::Sqlite, super::$name())
+                        .await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::helpers::SHOP_DATABASE
+                        .scope($crate::helpers::ShopDatabase::Postgres, super::$name())
+                        .await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_every_database;
 
 pub async fn spawn(manifest: &str) -> TestApp {
     spawn_with(manifest, None, tempfile::tempdir().expect("temp dir")).await
@@ -457,7 +502,6 @@ impl TestApp {
     }
 }
 
-/// A real `nats-server -js` on a free port of 127.0.0.1, stopped when dropped.
 /// The app of `manifest` on a real NATS JetStream, kept running as long as the app.
 pub async fn spawn_on_nats(manifest: &str) -> (TestApp, NatsServer) {
     let nats = NatsServer::start().await;
@@ -466,6 +510,41 @@ pub async fn spawn_on_nats(manifest: &str) -> (TestApp, NatsServer) {
     (spawn_with(manifest, Some(config), data).await, nats)
 }
 
+/// The shop's databases (`sqlite_databases` of its four components).
+pub const SHOP_DATABASES: [&str; 4] = ["users", "orders", "payments", "provider"];
+
+/// The app of `manifest` with each of `labels` a schema of one fresh database of the tests'
+/// PostgreSQL server, on NATS JetStream when `nats` is given.
+pub async fn spawn_on_postgres(
+    manifest: &str,
+    labels: &[&str],
+    nats: Option<&NatsServer>,
+) -> TestApp {
+    let url = crate::postgres_server::postgres().fresh_database().await;
+    spawn_on_postgres_at(&url, manifest, labels, nats).await
+}
+
+/// [`spawn_on_postgres`] on the database at `url`.
+pub async fn spawn_on_postgres_at(
+    url: &str,
+    manifest: &str,
+    labels: &[&str],
+    nats: Option<&NatsServer>,
+) -> TestApp {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = String::new();
+    for label in labels {
+        config += &format!("[sqlite_database.{label}]\ntype = \"postgres\"\nurl = \"{url}\"\n");
+    }
+    if let Some(nats) = nats {
+        config += &format!("[messaging]\ntype = \"nats\"\nurl = \"{}\"\n", nats.url());
+    }
+    let path = data.path().join("runtime-config.toml");
+    std::fs::write(&path, config).unwrap();
+    spawn_with(manifest, Some(path), data).await
+}
+
+/// A real `nats-server -js` on a free port of 127.0.0.1, stopped when dropped.
 pub struct NatsServer {
     pub port: u16,
     store: TempDir,

@@ -18,6 +18,9 @@ mod openapi;
 mod orders;
 mod payments;
 mod portability;
+mod postgres;
+#[path = "../support/postgres.rs"]
+mod postgres_server;
 mod rate_limits;
 mod readiness;
 mod saga;

@@ -2,7 +2,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_created_pending_with_its_total_computed_by_the_service() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -27,7 +26,6 @@ async fn an_order_is_created_pending_with_its_total_computed_by_the_service() {
     assert!(priced_by_client.text.contains("totalCents"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_validation_names_every_bad_field() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -70,7 +68,6 @@ async fn order_validation_names_every_bad_field() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_need_a_token() {
     let app = spawn_shop().await;
     let reply = app.post("/api/v1/orders", None, &order_body(1)).await;
@@ -78,7 +75,6 @@ async fn orders_need_a_token() {
     assert_eq!(reply.error_code(), "AUTH_REQUIRED");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_idempotency_key_returns_the_same_order() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -103,7 +99,6 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_same_order() {
     assert_eq!(listed.json["orders"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_retries_with_one_key_create_one_order() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -121,7 +116,6 @@ async fn concurrent_retries_with_one_key_create_one_order() {
     assert_eq!(listed.json["orders"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_visible_to_its_owner_only() {
     let app = spawn_shop().await;
     let (ann, bob) = (app.user().await, app.user().await);
@@ -142,7 +136,6 @@ async fn an_order_is_visible_to_its_owner_only() {
     assert_eq!(unknown.status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_list_newest_first_in_cursor_pages() {
     let app = spawn_shop().await;
     let (ann, bob) = (app.user().await, app.user().await);
@@ -188,7 +181,6 @@ async fn orders_list_newest_first_in_cursor_pages() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_order_can_be_cancelled_once() {
     let app = spawn_shop().await;
     let (ann, bob) = (app.user().await, app.user().await);
@@ -211,7 +203,6 @@ async fn a_pending_order_can_be_cancelled_once() {
     assert_eq!(again.error_code(), "ORDER_NOT_CANCELLABLE");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_currency_outside_iso_4217_is_refused() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -234,7 +225,6 @@ async fn a_currency_outside_iso_4217_is_refused() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quantity_of_1_0_is_the_integer_1() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -248,7 +238,6 @@ async fn a_quantity_of_1_0_is_the_integer_1() {
     assert_eq!(reply.json["totalCents"], 1999 + 250);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invisible_characters_in_an_order_are_refused_naming_each_field() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -280,3 +269,17 @@ async fn invisible_characters_in_an_order_are_refused_naming_each_field() {
     let listed = app.get("/api/v1/orders", Some(&user.token)).await;
     assert_eq!(listed.json["orders"], json!([]), "nothing was stored");
 }
+
+on_every_database!(
+    an_order_is_created_pending_with_its_total_computed_by_the_service,
+    order_validation_names_every_bad_field,
+    orders_need_a_token,
+    a_retry_with_the_same_idempotency_key_returns_the_same_order,
+    concurrent_retries_with_one_key_create_one_order,
+    an_order_is_visible_to_its_owner_only,
+    orders_list_newest_first_in_cursor_pages,
+    a_pending_order_can_be_cancelled_once,
+    a_currency_outside_iso_4217_is_refused,
+    a_quantity_of_1_0_is_the_integer_1,
+    invisible_characters_in_an_order_are_refused_naming_each_field,
+);

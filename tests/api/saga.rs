@@ -162,6 +162,19 @@ async fn every_saga_path_completes_on_nats_jetstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_saga_path_completes_on_postgres() {
+    let app = spawn_on_postgres(SHOP, &SHOP_DATABASES, None).await;
+    every_path(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_saga_path_completes_on_postgres_and_nats_jetstream() {
+    let nats = NatsServer::start().await;
+    let app = spawn_on_postgres(SHOP, &SHOP_DATABASES, Some(&nats)).await;
+    every_path(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_event_applies_once() {
     let app = spawn_shop().await;
     let user = app.user().await;

@@ -3,7 +3,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_returns_the_user_without_its_password() {
     let app = spawn_shop().await;
     let reply = app
@@ -23,7 +22,6 @@ async fn registration_returns_the_user_without_its_password() {
     assert!(!reply.text.contains("a long passphrase"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_an_email_twice_is_a_conflict_whatever_its_case() {
     let app = spawn_shop().await;
     assert_eq!(
@@ -35,7 +33,6 @@ async fn registering_an_email_twice_is_a_conflict_whatever_its_case() {
     assert_eq!(again.error_code(), "USER_EXISTS");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_validation_names_every_bad_field() {
     let app = spawn_shop().await;
     let reply = app
@@ -80,7 +77,6 @@ async fn registration_validation_names_every_bad_field() {
     assert!(unknown.text.contains("isAdmin"), "{}", unknown.text);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_and_other_media_types_are_refused() {
     let app = spawn_shop().await;
     let malformed = Reply::from(
@@ -110,7 +106,6 @@ async fn malformed_json_and_other_media_types_are_refused() {
     assert_eq!(form.error_code(), "UNSUPPORTED_MEDIA_TYPE");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_issues_a_token_the_gateway_accepts() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -123,7 +118,6 @@ async fn login_issues_a_token_the_gateway_accepts() {
     assert_eq!(me.json["id"], user.id);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_email_look_the_same() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -141,7 +135,6 @@ async fn wrong_password_and_unknown_email_look_the_same() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_is_visible_to_its_owner_only() {
     let app = spawn_shop().await;
     let (ann, bob) = (app.user().await, app.user().await);
@@ -155,7 +148,6 @@ async fn a_profile_is_visible_to_its_owner_only() {
     assert_eq!(anonymous.header("www-authenticate"), "Bearer");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_or_unknown_own_id_is_not_found() {
     let app = spawn_shop().await;
     let ghost = uuid::Uuid::new_v4().to_string();
@@ -170,7 +162,6 @@ async fn a_deleted_or_unknown_own_id_is_not_found() {
     assert_eq!(reply.error_code(), "USER_NOT_FOUND");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_expired_and_malformed_tokens_are_refused_by_the_gateway() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -194,7 +185,6 @@ async fn forged_expired_and_malformed_tokens_are_refused_by_the_gateway() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_claim_a_user_id_through_the_header() {
     let app = spawn_shop().await;
     let (ann, bob) = (app.user().await, app.user().await);
@@ -222,7 +212,6 @@ async fn a_client_cannot_claim_a_user_id_through_the_header() {
     assert_eq!(as_bob_claiming_ann.status, 403);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_updates_change_names_and_nothing_else() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -263,7 +252,6 @@ async fn profile_updates_change_names_and_nothing_else() {
     assert_eq!(empty.json["error"]["details"][0]["field"], "lastName");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_get_405_with_allow() {
     let app = spawn_shop().await;
     let reply = app.get("/api/v1/users/register", None).await;
@@ -272,7 +260,6 @@ async fn wrong_methods_get_405_with_allow() {
     assert_eq!(reply.header("allow"), "POST");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_with_a_zero_width_space_is_refused() {
     let app = spawn_shop().await;
     for email in [
@@ -299,7 +286,6 @@ async fn an_email_with_a_zero_width_space_is_refused() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_with_control_or_invisible_characters_are_refused() {
     let app = spawn_shop().await;
     let reply = app
@@ -336,7 +322,6 @@ async fn names_with_control_or_invisible_characters_are_refused() {
     assert_eq!(read.json["lastName"], "Lovelace");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_finds_the_account_whatever_the_case_or_composition_of_the_email() {
     let app = spawn_shop().await;
     // "José" with a precomposed é, registered in mixed case.
@@ -364,7 +349,6 @@ async fn login_finds_the_account_whatever_the_case_or_composition_of_the_email()
     assert_eq!(again.status, 409, "{}", again.text);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_null_name_in_a_profile_update_is_refused_not_ignored() {
     let app = spawn_shop().await;
     let user = app.user().await;
@@ -390,7 +374,6 @@ async fn a_null_name_in_a_profile_update_is_refused_not_ignored() {
     assert_eq!(nothing.json["lastName"], "Lovelace");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_sent_as_an_array_is_refused() {
     let app = spawn_shop().await;
     for (path, body) in [
@@ -409,3 +392,23 @@ async fn a_body_sent_as_an_array_is_refused() {
         assert!(reply.text.contains("JSON object"), "{}", reply.text);
     }
 }
+
+on_every_database!(
+    registration_returns_the_user_without_its_password,
+    registering_an_email_twice_is_a_conflict_whatever_its_case,
+    registration_validation_names_every_bad_field,
+    malformed_json_and_other_media_types_are_refused,
+    login_issues_a_token_the_gateway_accepts,
+    wrong_password_and_unknown_email_look_the_same,
+    a_profile_is_visible_to_its_owner_only,
+    a_deleted_or_unknown_own_id_is_not_found,
+    forged_expired_and_malformed_tokens_are_refused_by_the_gateway,
+    a_client_cannot_claim_a_user_id_through_the_header,
+    profile_updates_change_names_and_nothing_else,
+    wrong_methods_get_405_with_allow,
+    an_email_with_a_zero_width_space_is_refused,
+    names_with_control_or_invisible_characters_are_refused,
+    login_finds_the_account_whatever_the_case_or_composition_of_the_email,
+    a_null_name_in_a_profile_update_is_refused_not_ignored,
+    a_body_sent_as_an_array_is_refused,
+);

@@ -330,6 +330,12 @@ pub fn failure_response(failure: Failure, component: &str) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "COMMIT_FAILED", message)
                 .with_header(header::RETRY_AFTER, "1")
         }
+        Failure::DatabaseUnavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+            message,
+        )
+        .with_header(header::RETRY_AFTER, "1"),
         Failure::Trapped(_)
         | Failure::NoResponse
         | Failure::Failed(_)
@@ -355,6 +361,11 @@ mod tests {
             (Failure::OutOfMemory(64), 500, "COMPONENT_OUT_OF_MEMORY"),
             (Failure::ResponseTooLarge(10, 5), 500, "RESPONSE_TOO_LARGE"),
             (Failure::Commit("locked".into()), 503, "COMMIT_FAILED"),
+            (
+                Failure::DatabaseUnavailable("connection reset".into()),
+                503,
+                "DATABASE_UNAVAILABLE",
+            ),
             (
                 Failure::Trapped("unreachable".into()),
                 500,

@@ -17,6 +17,7 @@ use crate::capabilities::http_outbound::OutboundHttp;
 use crate::capabilities::key_value::KvSession;
 use crate::capabilities::messaging::subject::matches_any;
 use crate::capabilities::messaging::{Message, MessagingSession, Published, Responder};
+use crate::capabilities::sql::SqlError;
 use crate::capabilities::sql::SqlSession;
 use crate::config::Limits;
 use crate::state::{Finished, GuestLimits, InvocationState, Outcome};
@@ -49,6 +50,10 @@ pub enum Failure {
     Rejected(String),
     #[error("could not commit its writes: {0}")]
     Commit(String),
+    /// Its database could not be reached or was lost mid-invocation: nothing committed,
+    /// and trying again later may succeed.
+    #[error("could not reach its database: {0}")]
+    DatabaseUnavailable(String),
 }
 
 /// Raised by the epoch callback when the deadline passes inside wasm.
@@ -183,11 +188,10 @@ pub async fn finish(
     store: &mut Store<InvocationState>,
     outcome: Outcome<'_>,
 ) -> Result<Finished, Failure> {
-    store
-        .data_mut()
-        .finish(outcome)
-        .await
-        .map_err(|e| Failure::Commit(e.to_string()))
+    store.data_mut().finish(outcome).await.map_err(|e| match e {
+        SqlError::Unavailable(reason) => Failure::DatabaseUnavailable(reason),
+        SqlError::Statement(reason) => Failure::Commit(reason),
+    })
 }
 
 /// Runs the current version's message handler on `message`, and commits what it wrote and

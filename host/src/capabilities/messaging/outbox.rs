@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Message;
-use crate::capabilities::sql::{Database, SqlError, SqlSession, Value};
+use crate::capabilities::sql::{Database, Dialect, SqlError, SqlSession, Value};
 
 /// Plain `INTEGER PRIMARY KEY` keys the outbox: rows only leave from the front, so a new
 /// row always sorts after every row the relay has read, and the per-insert write of
 /// `AUTOINCREMENT`'s sequence table is saved. The inbox is `WITHOUT ROWID`: one B-tree
 /// keyed by message id instead of a table and its index.
-const SCHEMA: [&str; 2] = [
+const SQLITE_SCHEMA: [&str; 2] = [
     "CREATE TABLE IF NOT EXISTS _berth_outbox (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL,
@@ -29,13 +29,35 @@ const SCHEMA: [&str; 2] = [
     ) WITHOUT ROWID",
 ];
 
+/// The same tables in PostgreSQL. Transactions there commit out of `seq` order, which
+/// loses nothing: the relay deletes only rows it has read, and a row committed later with
+/// a lower `seq` is read on the next pass.
+const POSTGRES_SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS _berth_outbox (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        traceparent TEXT,
+        body BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS _berth_inbox (
+        message_id TEXT PRIMARY KEY,
+        handled_at BIGINT NOT NULL
+    )",
+];
+
 /// How long handled message ids are remembered; redeliveries come far sooner.
 pub const INBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Creates the tables when missing (at load, before any invocation).
 pub async fn create(db: &Arc<dyn Database>) -> Result<(), SqlError> {
+    let schema = match db.dialect() {
+        Dialect::Sqlite => SQLITE_SCHEMA,
+        Dialect::Postgres => POSTGRES_SCHEMA,
+    };
     let mut conn = db.connect().await?;
-    for statement in SCHEMA {
+    for statement in schema {
         conn.execute(statement, vec![]).await?;
     }
     Ok(())
@@ -94,11 +116,11 @@ pub async fn was_handled(db: &Arc<dyn Database>, id: &str) -> Result<bool, SqlEr
     Ok(!rows.rows.is_empty())
 }
 
-/// The oldest committed messages not yet on the bus, with the sequence of the last.
+/// The oldest committed messages not yet on the bus, with their sequence numbers.
 pub async fn pending(
     db: &Arc<dyn Database>,
     limit: usize,
-) -> Result<(Vec<Message>, Option<i64>), SqlError> {
+) -> Result<(Vec<Message>, Vec<i64>), SqlError> {
     let rows = db
         .connect()
         .await?
@@ -107,7 +129,7 @@ pub async fn pending(
             vec![Value::Integer(limit as i64)],
         )
         .await?;
-    let mut last = None;
+    let mut read = Vec::with_capacity(rows.rows.len());
     let mut messages = Vec::with_capacity(rows.rows.len());
     for row in rows.rows {
         let [seq, id, subject, traceparent, body]: [Value; 5] = row
@@ -126,7 +148,7 @@ pub async fn pending(
             Value::Text(t) => Some(t),
             _ => None,
         };
-        last = Some(seq);
+        read.push(seq);
         messages.push(Message {
             id,
             subject,
@@ -134,17 +156,35 @@ pub async fn pending(
             traceparent,
         });
     }
-    Ok((messages, last))
+    Ok((messages, read))
 }
 
-/// Forgets the messages up to `seq`, once the bus holds them.
-pub async fn remove_through(db: &Arc<dyn Database>, seq: i64) -> Result<(), SqlError> {
-    write(
-        db,
-        "DELETE FROM _berth_outbox WHERE seq <= ?",
-        Value::Integer(seq),
-    )
-    .await
+/// Forgets the messages `read`, once the bus holds them. On SQLite, with one writer,
+/// everything up to the last one read is exactly what was read; on PostgreSQL a row with a
+/// lower `seq` may have committed since the read, so the rows are named one by one.
+pub async fn remove(db: &Arc<dyn Database>, read: &[i64]) -> Result<(), SqlError> {
+    let Some(last) = read.iter().max() else {
+        return Ok(());
+    };
+    match db.dialect() {
+        Dialect::Sqlite => {
+            write(
+                db,
+                "DELETE FROM _berth_outbox WHERE seq <= ?",
+                vec![Value::Integer(*last)],
+            )
+            .await
+        }
+        Dialect::Postgres => {
+            let marks = vec!["?"; read.len()].join(", ");
+            write(
+                db,
+                &format!("DELETE FROM _berth_outbox WHERE seq IN ({marks})"),
+                read.iter().map(|seq| Value::Integer(*seq)).collect(),
+            )
+            .await
+        }
+    }
 }
 
 /// Forgets handled ids older than [`INBOX_RETENTION`].
@@ -153,7 +193,7 @@ pub async fn prune_inbox(db: &Arc<dyn Database>) -> Result<(), SqlError> {
     write(
         db,
         "DELETE FROM _berth_inbox WHERE handled_at < ?",
-        Value::Integer(before),
+        vec![Value::Integer(before)],
     )
     .await
 }
@@ -162,9 +202,13 @@ pub async fn prune_inbox(db: &Arc<dyn Database>) -> Result<(), SqlError> {
 /// (`begin`) queues it behind the invocations in order; run bare, it would wait in SQLite's
 /// busy handler, which under steady load starved the relay's delete for over a second and
 /// held each component's event flow to one batch per second.
-async fn write(db: &Arc<dyn Database>, statement: &str, param: Value) -> Result<(), SqlError> {
+async fn write(
+    db: &Arc<dyn Database>,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<(), SqlError> {
     let mut conn = db.connect().await?;
     conn.begin().await?;
-    conn.execute(statement, vec![param]).await?;
+    conn.execute(statement, params).await?;
     conn.commit().await
 }

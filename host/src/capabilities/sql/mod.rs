@@ -4,6 +4,7 @@
 //! |---|---|
 //! | (none) | SQLite file `<data-dir>/sqlite/<label>.db` |
 //! | `[sqlite_database.<label>] type = "spin"`, `path = "…"` | SQLite file at `path` |
+//! | `[sqlite_database.<label>] type = "postgres"`, `url = "postgres://…"` (or `url_env = "VAR"`) | schema `<label>` of that PostgreSQL database, as a role of its own ([`postgres`]) |
 //!
 //! A label is granted to one component only (checked when the manifest loads), so no
 //! component can reach another's data. A connection belongs to one invocation for its whole
@@ -12,6 +13,7 @@
 
 pub mod known;
 pub mod migrate;
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 pub mod unit_of_work;
 mod wit;
@@ -20,6 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use serde::Deserialize;
 
 pub use wit::{ConnectionHandle, Sql, SqlSession, SqlView};
@@ -50,6 +53,19 @@ pub enum SqlError {
     Unavailable(String),
 }
 
+/// A sqlx failure that is not the database's answer to the statement: the pool's or the
+/// connection's make the database unavailable; anything else is the statement's.
+pub(crate) fn sqlx_failure(e: sqlx::Error) -> SqlError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => unavailable(e),
+        other => SqlError::Statement(other.to_string()),
+    }
+}
+
+pub(crate) fn unavailable(e: sqlx::Error) -> SqlError {
+    SqlError::Unavailable(e.to_string())
+}
+
 /// A database some component was granted.
 #[async_trait::async_trait]
 pub trait Database: Send + Sync {
@@ -59,10 +75,21 @@ pub trait Database: Send + Sync {
     async fn migrate(&self, dir: &Path) -> Result<migrate::Applied, migrate::MigrationError>;
     /// Answers when the database can serve queries (for `/readyz`).
     async fn ping(&self) -> Result<(), SqlError>;
-    /// Where the data lives, for messages: a file path.
+    /// Where the data lives, for messages: a file path, or a URL without its password.
     fn location(&self) -> String;
+    /// Which SQL the host's own tables are created in.
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
     /// Closes every connection, once nothing will use the database again.
     async fn close(&self);
+}
+
+/// The engine behind a [`Database`], for the few statements the host writes differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 #[async_trait::async_trait]
@@ -85,6 +112,32 @@ pub enum Config {
         #[serde(default)]
         path: Option<PathBuf>,
     },
+    /// berth's addition: a schema and role of its own in a PostgreSQL database. The URL is
+    /// given, or named by an environment variable so that its password stays out of files.
+    Postgres {
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        url_env: Option<String>,
+    },
+}
+
+impl Config {
+    /// The PostgreSQL URL of a `type = "postgres"` database; exactly one of `url` and
+    /// `url_env` names it.
+    fn postgres_url(url: &Option<String>, url_env: &Option<String>) -> anyhow::Result<String> {
+        match (url, url_env) {
+            (Some(url), None) => Ok(url.clone()),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                anyhow::anyhow!(
+                    "url_env = \"{var}\", but {var} is not set: export it as postgres://user:password@host:port/database"
+                )
+            }),
+            _ => anyhow::bail!(
+                "a postgres database takes exactly one of `url = \"postgres://…\"` and `url_env = \"VARIABLE\"`"
+            ),
+        }
+    }
 }
 
 /// Opens the database for `label`: the only place that names concrete backends. A file the
@@ -97,6 +150,14 @@ pub async fn build(
     fresh: bool,
 ) -> anyhow::Result<Arc<dyn Database>> {
     let path = match config {
+        Some(Config::Postgres { url, url_env }) => {
+            let url = Config::postgres_url(url, url_env)
+                .with_context(|| format!("[sqlite_database.{label}]"))?;
+            let db = postgres::PostgresDatabase::open(label, &url)
+                .await
+                .with_context(|| format!("[sqlite_database.{label}]"))?;
+            return Ok(Arc::new(db));
+        }
         Some(Config::Spin { path: Some(path) }) => config_dir.join(path),
         Some(Config::Spin { path: None }) | None => {
             data_dir.join("sqlite").join(format!("{label}.db"))
@@ -112,16 +173,33 @@ pub async fn build(
 /// The databases one component version may open, by label.
 pub type Grants = Arc<HashMap<String, Arc<dyn Database>>>;
 
+/// The tests' PostgreSQL server, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// SQLite, and a label of a fresh PostgreSQL database: every test below runs on both.
     async fn every_backend() -> Vec<(&'static str, Arc<dyn Database>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
-        let db = build("test", None, dir.path(), dir.path(), false)
+        let sqlite = build("test", None, dir.path(), dir.path(), false)
             .await
             .unwrap();
-        vec![("sqlite", db, dir)]
+        let url = test_postgres::postgres().fresh_database().await;
+        let config = Config::Postgres {
+            url: Some(url),
+            url_env: None,
+        };
+        let postgres = build("test", Some(&config), dir.path(), dir.path(), false)
+            .await
+            .unwrap();
+        vec![
+            ("sqlite", sqlite, dir),
+            ("postgres", postgres, tempfile::tempdir().unwrap()),
+        ]
     }
 
     #[tokio::test]
@@ -225,7 +303,7 @@ mod tests {
             c.execute("CREATE TABLE t (a INTEGER)", vec![])
                 .await
                 .unwrap();
-            c.execute("BEGIN IMMEDIATE", vec![]).await.unwrap();
+            c.execute("BEGIN", vec![]).await.unwrap();
             c.execute("INSERT INTO t VALUES (1)", vec![]).await.unwrap();
             c.execute("ROLLBACK", vec![]).await.unwrap();
             let rows = c
@@ -233,6 +311,45 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(rows.rows, vec![vec![Value::Integer(0)]], "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn constraint_failures_are_worded_as_sqlite_words_them() {
+        for (name, db, _dir) in every_backend().await {
+            let mut c = db.connect().await.unwrap();
+            c.execute(
+                "CREATE TABLE t (a TEXT PRIMARY KEY, n INTEGER NOT NULL CHECK (n > 0))",
+                vec![],
+            )
+            .await
+            .unwrap();
+            c.execute("INSERT INTO t VALUES ('x', 1)", vec![])
+                .await
+                .unwrap();
+            for (statement, words) in [
+                ("INSERT INTO t VALUES ('x', 1)", "UNIQUE constraint failed"),
+                ("INSERT INTO t VALUES ('y', 0)", "CHECK constraint failed"),
+                (
+                    "INSERT INTO t VALUES ('z', NULL)",
+                    "NOT NULL constraint failed",
+                ),
+            ] {
+                let err = c.execute(statement, vec![]).await.unwrap_err();
+                assert!(err.to_string().contains(words), "{name}: {err}");
+            }
+            // A null parameter takes the column's type, as SQLite's untyped null.
+            let err = c
+                .execute(
+                    "INSERT INTO t VALUES (?, ?)",
+                    vec![Value::Text("w".into()), Value::Null],
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("NOT NULL constraint failed"),
+                "{name}: {err}"
+            );
         }
     }
 

@@ -22,7 +22,7 @@ use sqlx::{
 };
 
 use super::migrate::{self, Applied, MigrationError};
-use super::{Connection, Database, Rows, SqlError, Value};
+use super::{Connection, Database, Rows, SqlError, Value, sqlx_failure, unavailable};
 
 pub struct SqliteDatabase {
     pool: SqlitePool,
@@ -360,13 +360,8 @@ fn row_values(row: &SqliteRow) -> Result<Vec<Value>, SqlError> {
 fn statement_error(e: sqlx::Error) -> SqlError {
     match e {
         sqlx::Error::Database(db) => SqlError::Statement(db.message().to_owned()),
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => unavailable(e),
-        other => SqlError::Statement(other.to_string()),
+        other => sqlx_failure(other),
     }
-}
-
-fn unavailable(e: sqlx::Error) -> SqlError {
-    SqlError::Unavailable(e.to_string())
 }
 
 #[cfg(test)]

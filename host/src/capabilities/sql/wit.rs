@@ -24,6 +24,9 @@ pub struct SqlSession {
     /// The database that holds the component's outbox and inbox: its first label.
     primary: Option<String>,
     open: HashMap<String, Work>,
+    /// Why a database could not serve this invocation, if one could not: a guest that then
+    /// fails is answered 503 with `Retry-After`, not with its own error.
+    unavailable: Option<String>,
 }
 
 impl SqlSession {
@@ -33,7 +36,13 @@ impl SqlSession {
             grants,
             primary,
             open: HashMap::new(),
+            unavailable: None,
         }
+    }
+
+    /// The first database failure of this invocation that was no fault of its SQL.
+    pub fn take_unavailable(&mut self) -> Option<String> {
+        self.unavailable.take()
     }
 
     async fn work(&mut self, label: &str) -> Result<&mut Work, SqlError> {
@@ -155,9 +164,11 @@ impl sqlite::HostConnection for SqlView<'_> {
                 })
             }
             Err(SqlError::Statement(message)) => Err(sqlite::Error::Io(message)),
-            Err(e @ SqlError::Unavailable(_)) => {
-                tracing::warn!(parent: &span, error = %e, "database unavailable");
-                Err(sqlite::Error::Io(e.to_string()))
+            Err(SqlError::Unavailable(reason)) => {
+                tracing::warn!(parent: &span, error = %reason, "database unavailable");
+                let message = format!("database unavailable: {reason}");
+                self.session.unavailable.get_or_insert(reason);
+                Err(sqlite::Error::Io(message))
             }
         })
     }

@@ -76,12 +76,12 @@ impl Relay {
     async fn drain(&self) -> anyhow::Result<usize> {
         let mut moved = 0;
         loop {
-            let (messages, last) = outbox::pending(&self.db, BATCH).await?;
-            let Some(last) = last else {
+            let (messages, read) = outbox::pending(&self.db, BATCH).await?;
+            if read.is_empty() {
                 return Ok(moved);
-            };
+            }
             self.bus.publish(&messages).await?;
-            outbox::remove_through(&self.db, last).await?;
+            outbox::remove(&self.db, &read).await?;
             moved += messages.len();
         }
     }
