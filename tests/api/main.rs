@@ -10,6 +10,7 @@ mod connections;
 mod crash;
 mod deploy;
 mod events;
+mod fleet;
 mod gateway;
 mod helpers;
 mod kubernetes;

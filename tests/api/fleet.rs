@@ -1,0 +1,250 @@
+//! A fleet: hosts that share PostgreSQL (every database a schema of one) and NATS JetStream
+//! serve one shop. A user registered on one host logs in on another; orders placed on
+//! alternating hosts each end confirmed with one charge, each event handled once per fleet;
+//! and a host killed with SIGKILL mid-burst loses and doubles nothing while the other keeps
+//! serving.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::{ConnectOptions as _, Row as _};
+
+use crate::helpers::*;
+use crate::postgres_server::postgres;
+
+struct Fleet {
+    /// The runtime config every host of the fleet starts with.
+    runtime_config: PathBuf,
+    url: String,
+    _dir: tempfile::TempDir,
+    _nats: NatsServer,
+}
+
+async fn fleet() -> Fleet {
+    ensure_built();
+    let nats = NatsServer::start().await;
+    let url = postgres().fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::new();
+    for label in SHOP_DATABASES {
+        config += &format!("[sqlite_database.{label}]\ntype = \"postgres\"\nurl = \"{url}\"\n");
+    }
+    config += &format!("[messaging]\ntype = \"nats\"\nurl = \"{}\"\n", nats.url());
+    // One signing key for the whole fleet, so that any host accepts any host's tokens.
+    config += "[[variables_provider]]\ntype = \"static\"\n\
+               values = { jwt_secret = \"a fleet-wide key of enough bytes\" }\n";
+    let runtime_config = dir.path().join("runtime-config.toml");
+    std::fs::write(&runtime_config, config).unwrap();
+    Fleet {
+        runtime_config,
+        url,
+        _dir: dir,
+        _nats: nats,
+    }
+}
+
+impl Fleet {
+    /// A host in this process, with a data dir of its own.
+    async fn host(&self) -> TestApp {
+        spawn_with(
+            SHOP,
+            Some(self.runtime_config.clone()),
+            tempfile::tempdir().unwrap(),
+        )
+        .await
+    }
+
+    /// A host as a process of its own, for SIGKILL.
+    async fn process(&self, data_dir: &std::path::Path) -> (Process, String) {
+        let (port, admin) = (free_port(), free_port());
+        let mut command = berth_up(SHOP, data_dir, port, admin);
+        command.arg("--runtime-config").arg(&self.runtime_config);
+        let process = Process::new(command.spawn().expect("start berth up"));
+        wait_until_ready(admin).await;
+        (process, format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The order id of every charge the provider simulator made, as its own table has them.
+    async fn charged_orders(&self) -> Vec<String> {
+        let mut conn = self
+            .url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("SELECT metadata FROM provider.payment_intents")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| {
+                let metadata: String = row.get(0);
+                let metadata: Value = serde_json::from_str(&metadata).unwrap();
+                metadata["order_id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+}
+
+/// The user `email`, registered on `a` and logged in on `b`.
+async fn user_across(a: &TestApp, b: &TestApp) -> User {
+    let email = format!("fleet-{}@example.com", uuid::Uuid::new_v4().simple());
+    let registered = a.register(&email, "correct horse battery").await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    let login = b.login(&email, "correct horse battery").await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    User {
+        id: login.json["user"]["id"].as_str().unwrap().to_owned(),
+        email,
+        token: login.json["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Every one of `ids` confirmed with exactly one succeeded payment, and charged once.
+async fn each_confirmed_and_charged_once(
+    fleet: &Fleet,
+    app: &TestApp,
+    user: &User,
+    ids: &[String],
+) {
+    eventually(Duration::from_secs(60), "every order confirmed", || async {
+        for id in ids {
+            let order = app
+                .get(&format!("/api/v1/orders/{id}"), Some(&user.token))
+                .await;
+            if order.json["status"] != "confirmed" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for id in ids {
+        let payments = app
+            .get(&format!("/api/v1/payments?orderId={id}"), Some(&user.token))
+            .await;
+        let payments = payments.json["payments"].as_array().unwrap();
+        assert_eq!(payments.len(), 1, "order {id}: {payments:?}");
+        assert_eq!(payments[0]["status"], "succeeded");
+    }
+    let charged = fleet.charged_orders().await;
+    for id in ids {
+        let times = charged.iter().filter(|c| *c == id).count();
+        assert_eq!(times, 1, "order {id} was charged {times} times");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_placed_on_alternating_hosts_each_end_confirmed_with_one_charge() {
+    let fleet = fleet().await;
+    // Started together: each provisions and migrates the shared schemas, in turn.
+    let (a, b) = tokio::join!(fleet.host(), fleet.host());
+    let user = user_across(&a, &b).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let placed = host.create_order(&user, 1).await;
+        assert_eq!(placed.status, 201, "{}", placed.text);
+        ids.push(placed.json["id"].as_str().unwrap().to_owned());
+    }
+    // Seen from the other host than the one that took each order.
+    each_confirmed_and_charged_once(&fleet, &b, &user, &ids).await;
+    let listed = a.get("/api/v1/orders?limit=100", Some(&user.token)).await;
+    assert_eq!(listed.json["orders"].as_array().unwrap().len(), ids.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_burst_loses_and_doubles_nothing_while_the_other_serves() {
+    let fleet = fleet().await;
+    let survivor = fleet.host().await;
+    let doomed_data = tempfile::tempdir().unwrap();
+    let (mut doomed, doomed_base) = fleet.process(doomed_data.path()).await;
+    let user = user_across(&survivor, &survivor).await;
+
+    // Eight clients alternate between the hosts; once the doomed one is gone, they carry
+    // on with the survivor alone.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let burst: Vec<_> = (0..8)
+        .map(|_| {
+            let bases = [doomed_base.clone(), survivor.base.clone()];
+            let (client, token) = (client.clone(), user.token.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut doomed_gone = false;
+                for i in 0..60 {
+                    let base = if doomed_gone {
+                        &bases[1]
+                    } else {
+                        &bases[i % 2]
+                    };
+                    let sent = client
+                        .post(format!("{base}/api/v1/orders"))
+                        .bearer_auth(&token)
+                        .json(&order_body(1))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 201 => {
+                            let order: Value = r.json().await.unwrap();
+                            acknowledged.push(order["id"].as_str().unwrap().to_owned());
+                        }
+                        Ok(r) => panic!(
+                            "an order failed: {} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        ),
+                        // Only the doomed host goes away; a reply lost with it is unknown.
+                        Err(_) if base == &bases[0] => doomed_gone = true,
+                        Err(e) => panic!("the surviving host failed: {e}"),
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    doomed.kill();
+    let mut acknowledged = Vec::new();
+    for task in burst {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() >= 8,
+        "the burst was under way: {}",
+        acknowledged.len()
+    );
+
+    // The survivor relays what the dead host committed and did not publish, and handles
+    // what it published: every acknowledged order ends confirmed, charged once.
+    each_confirmed_and_charged_once(&fleet, &survivor, &user, &acknowledged).await;
+    // And an order that was committed but whose reply died with the host is not lost
+    // either: everything in the database settles.
+    let mut all = Vec::new();
+    let mut page = survivor
+        .get("/api/v1/orders?limit=100", Some(&user.token))
+        .await;
+    loop {
+        all.extend(
+            page.json["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_owned()),
+        );
+        let Some(cursor) = page.json["nextCursor"].as_str().map(str::to_owned) else {
+            break;
+        };
+        page = survivor
+            .get(
+                &format!("/api/v1/orders?limit=100&cursor={cursor}"),
+                Some(&user.token),
+            )
+            .await;
+    }
+    each_confirmed_and_charged_once(&fleet, &survivor, &user, &all).await;
+}
