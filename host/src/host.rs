@@ -17,7 +17,7 @@ use crate::capabilities::messaging::{self, Bus, Messaging};
 use crate::capabilities::{key_value, sql, variables};
 use crate::config::{App, ComponentConfig, RuntimeConfig};
 use crate::control::admin::Admin;
-use crate::control::deployments::Deployments;
+use crate::control::deployments::{Deployments, FleetConfig};
 use crate::control::reload::Reloader;
 use crate::engine::Engine;
 use crate::registry::loader::{self, Backends};
@@ -344,16 +344,28 @@ impl Host {
                 })
             })
             .collect();
-        let control = Arc::new(Deployments::new(
-            app.clone(),
-            registry.clone(),
-            engine.clone(),
-            linker,
-            backends,
-            &data_dir,
-            metrics,
-        ));
+        // On NATS, deployments are the fleet's: kept in JetStream, followed by every host.
+        let fleet = match &runtime.messaging {
+            messaging::Config::Nats { url, stream } => Some(FleetConfig {
+                url: url.clone(),
+                name: stream.clone().unwrap_or_else(|| app.name.clone()),
+            }),
+            _ => None,
+        };
+        let control = Arc::new(
+            Deployments::new(
+                app.clone(),
+                registry.clone(),
+                engine.clone(),
+                linker,
+                backends,
+                &data_dir,
+                metrics,
+            )
+            .with_fleet(fleet),
+        );
         control.restore().await;
+        control.catch_up().await;
         let serving_app = Arc::new(arc_swap::ArcSwap::new(app.clone()));
         let reloader = Arc::new(
             Reloader::new(serving_app.clone(), registry.clone(), gateway.clone())
@@ -426,6 +438,9 @@ impl Host {
         for work in self.messaging_tasks().await {
             tasks.spawn(work(background.clone()));
         }
+        let control = self.control.clone();
+        let following = background.clone();
+        tasks.spawn(async move { control.follow_fleet(following).await });
         if !self.gateway.rate_limits.is_empty() {
             let limits = self.gateway.rate_limits.clone();
             let stop = background.clone();

@@ -13,7 +13,7 @@ fn misbehave() -> Vec<u8> {
 }
 
 impl TestApp {
-    async fn deploy(&self, component: &str, wasm: Vec<u8>, query: &str) -> Reply {
+    pub(crate) async fn deploy(&self, component: &str, wasm: Vec<u8>, query: &str) -> Reply {
         Reply::from(
             self.client
                 .post(format!(
@@ -36,7 +36,7 @@ impl TestApp {
         all.into_iter().find(|c| c["id"] == id).unwrap()
     }
 
-    async fn admin_post(&self, path: &str) -> Reply {
+    pub(crate) async fn admin_post(&self, path: &str) -> Reply {
         Reply::from(
             self.client
                 .post(format!("{}{path}", self.admin))
@@ -49,14 +49,14 @@ impl TestApp {
     }
 
     /// The short digest of the version that answers `/bystander/ok`.
-    async fn serving(&self) -> String {
+    pub(crate) async fn serving(&self) -> String {
         let reply = self.get("/bystander/ok", None).await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         reply.header("x-berth-version").to_owned()
     }
 }
 
-fn short(digest: &str) -> String {
+pub(crate) fn short(digest: &str) -> String {
     digest.trim_start_matches("sha256:")[..12].to_owned()
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::{ConnectOptions as _, Row as _};
 
+use crate::deploy::short;
 use crate::helpers::*;
 use crate::postgres_server::postgres;
 
@@ -247,4 +248,75 @@ async fn a_host_killed_mid_burst_loses_and_doubles_nothing_while_the_other_serve
             .await;
     }
     each_confirmed_and_charged_once(&fleet, &survivor, &user, &all).await;
+}
+
+/// A host of the sandbox app on `nats`, where deployments are the fleet's.
+async fn sandbox_host(nats: &NatsServer) -> TestApp {
+    let data = tempfile::tempdir().unwrap();
+    let config = nats.runtime_config(data.path());
+    spawn_with(SANDBOX, Some(config), data).await
+}
+
+/// How many of `n` requests `host` answered with version `digest`.
+async fn answered_by(host: &TestApp, digest: &str, n: usize) -> usize {
+    let mut count = 0;
+    for _ in 0..n {
+        if host.serving().await == digest {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_on_one_host_serves_on_every_host_and_a_rollback_anywhere_returns_them_all() {
+    let nats = NatsServer::start().await;
+    let (a, b) = tokio::join!(sandbox_host(&nats), sandbox_host(&nats));
+    assert_eq!(a.serving().await, b.serving().await);
+
+    let deployed = a.deploy("bystander", misbehave_variant(41), "").await;
+    assert_eq!(deployed.status, 201, "{}", deployed.text);
+    let new = short(deployed.json["digest"].as_str().unwrap());
+    eventually(
+        Duration::from_secs(2),
+        "the other host serves the deploy",
+        || async { (answered_by(&b, &new, 5).await == 5).then_some(()) },
+    )
+    .await;
+
+    // A 30 % canary splits the traffic of every host.
+    let canary = a
+        .deploy("bystander", misbehave_variant(42), "?canary=30")
+        .await;
+    assert_eq!(canary.status, 201, "{}", canary.text);
+    let canary = short(canary.json["digest"].as_str().unwrap());
+    eventually(
+        Duration::from_secs(2),
+        "the other host has the canary",
+        || async { (answered_by(&b, &canary, 20).await > 0).then_some(()) },
+    )
+    .await;
+    for (name, host) in [("a", &a), ("b", &b)] {
+        let on_canary = answered_by(host, &canary, 200).await;
+        assert!(
+            (30..=100).contains(&on_canary),
+            "host {name}: {on_canary} of 200 requests on the 30 % canary"
+        );
+    }
+
+    // Rolled back on the other host: every host serves the stable version alone again.
+    let rolled = b
+        .admin_post("/admin/v1/components/bystander/rollback")
+        .await;
+    assert!(rolled.status < 300, "{} {}", rolled.status, rolled.text);
+    eventually(
+        Duration::from_secs(2),
+        "the first host rolled back",
+        || async { (answered_by(&a, &new, 50).await == 50).then_some(()) },
+    )
+    .await;
+
+    // A host that starts afterwards serves what the fleet does, from its first request.
+    let later = sandbox_host(&nats).await;
+    assert_eq!(answered_by(&later, &new, 20).await, 20);
 }

@@ -174,6 +174,15 @@ fn control_error(e: DeployError) -> ApiError {
         DeployError::Persist(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "NOT_SAVED", message)
         }
+        DeployError::ChangedElsewhere(_) => {
+            ApiError::new(StatusCode::CONFLICT, "CHANGED_ELSEWHERE", message)
+        }
+        DeployError::Fleet(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "FLEET_UNREACHABLE",
+            message,
+        )
+        .with_header(header::RETRY_AFTER, "1"),
     }
 }
 

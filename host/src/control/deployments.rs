@@ -8,7 +8,8 @@
 //!
 //! What serves is kept in `<data-dir>/deployments/` (the state and the wasm of every
 //! version it names), so a restart brings back the deployed versions rather than the files
-//! the manifest names.
+//! the manifest names. On NATS the fleet's bucket is where a change is made ([`super::fleet`]):
+//! a change made elsewhere is followed here, and this host's changes reach every other.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -19,6 +20,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 use wasmtime::component::Linker;
 
+use futures::StreamExt as _;
+
+use super::fleet::FleetStore;
 use crate::config::App;
 use crate::engine::Engine;
 use crate::registry::loader::{self, Backends, LoadError};
@@ -49,6 +53,12 @@ pub enum DeployError {
     NothingToRollBack(String),
     #[error("the deployment could not be saved: {0:#}")]
     Persist(anyhow::Error),
+    #[error(
+        "component `{0}` was changed on another host of the fleet meanwhile, or this host does not serve what the fleet does; see `berth status` and try again"
+    )]
+    ChangedElsewhere(String),
+    #[error("the fleet's deployments in NATS cannot be reached, so nothing changed: {0:#}")]
+    Fleet(anyhow::Error),
 }
 
 /// What a deploy did, for the caller and the logs.
@@ -81,6 +91,12 @@ pub struct VersionStatus {
 /// holds.
 type Saved = Arrangement<String>;
 
+/// Where the fleet keeps its deployments: NATS, and the app's name there.
+pub struct FleetConfig {
+    pub url: String,
+    pub name: String,
+}
+
 pub struct Deployments {
     app: Arc<App>,
     registry: Arc<Registry>,
@@ -96,6 +112,9 @@ pub struct Deployments {
     /// changed and written whole, and unreferenced wasm is deleted after it.
     persist: std::sync::Mutex<()>,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    fleet: Option<FleetConfig>,
+    /// Opened on first need: a host starts, and serves, while NATS is still away.
+    store: tokio::sync::OnceCell<FleetStore>,
 }
 
 impl Deployments {
@@ -128,7 +147,25 @@ impl Deployments {
             locks,
             persist: std::sync::Mutex::new(()),
             metrics,
+            fleet: None,
+            store: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Shares deployments with every host on the same NATS.
+    pub fn with_fleet(mut self, fleet: Option<FleetConfig>) -> Deployments {
+        self.fleet = fleet;
+        self
+    }
+
+    /// The fleet's store, once NATS answers; `None` for a host on its own.
+    async fn fleet_store(&self) -> Option<anyhow::Result<&FleetStore>> {
+        let fleet = self.fleet.as_ref()?;
+        Some(
+            self.store
+                .get_or_try_init(|| FleetStore::open(&fleet.url, &fleet.name))
+                .await,
+        )
     }
 
     pub fn registry(&self) -> &Registry {
@@ -182,7 +219,7 @@ impl Deployments {
         );
         let digest = version.digest.clone();
         let next = slot.deployment().deploy(version, canary);
-        self.switch(slot, next, Some((&digest, &wasm)))?;
+        self.switch(slot, next, Some((&digest, &wasm))).await?;
         self.metrics.deploy(id, "deployed");
         let took_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
@@ -208,7 +245,7 @@ impl Deployments {
             .deployment()
             .promote()
             .ok_or_else(|| DeployError::NoCanary(id.to_owned()))?;
-        self.switch(slot, next, None)?;
+        self.switch(slot, next, None).await?;
         tracing::info!(component = id, "promoted the canary");
         Ok(())
     }
@@ -221,17 +258,62 @@ impl Deployments {
             .deployment()
             .rollback()
             .ok_or_else(|| DeployError::NothingToRollBack(id.to_owned()))?;
-        self.switch(slot, next, None)?;
+        self.switch(slot, next, None).await?;
         tracing::info!(component = id, "rolled back");
         Ok(())
     }
 
-    /// Saves the arrangement, then publishes it: a restart never brings back less than what
-    /// served.
-    fn switch(
+    /// Saves the arrangement (in the fleet's bucket first, on NATS), then publishes it: a
+    /// restart never brings back less than what served.
+    async fn switch(
         &self,
         slot: &Slot,
         next: Deployment,
+        new_wasm: Option<(&str, &[u8])>,
+    ) -> Result<(), DeployError> {
+        if let Some(store) = self.fleet_store().await {
+            let store = store.map_err(DeployError::Fleet)?;
+            self.share(store, slot, &next, new_wasm).await?;
+        }
+        self.save_locally(&slot.id, &next, new_wasm)?;
+        slot.publish(next);
+        Ok(())
+    }
+
+    /// Writes `next` to the fleet's bucket, from the arrangement this host serves: a change
+    /// made elsewhere meanwhile wins, and this one is refused.
+    async fn share(
+        &self,
+        store: &FleetStore,
+        slot: &Slot,
+        next: &Deployment,
+        new_wasm: Option<(&str, &[u8])>,
+    ) -> Result<(), DeployError> {
+        if let Some((digest, wasm)) = new_wasm {
+            store
+                .put_wasm(digest, wasm)
+                .await
+                .map_err(DeployError::Fleet)?;
+        }
+        let here = slot.deployment().map(|v| v.digest.clone());
+        let revision = match store.get(&slot.id).await.map_err(DeployError::Fleet)? {
+            Some((saved, revision)) if saved == here => Some(revision),
+            Some(_) => return Err(DeployError::ChangedElsewhere(slot.id.to_string())),
+            None => None,
+        };
+        let saved = next.map(|v| v.digest.clone());
+        match store.put(&slot.id, &saved, revision).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(DeployError::ChangedElsewhere(slot.id.to_string())),
+            Err(e) => Err(DeployError::Fleet(e)),
+        }
+    }
+
+    /// Keeps `next` and any new wasm in `deployments/`.
+    fn save_locally(
+        &self,
+        id: &str,
+        next: &Deployment,
         new_wasm: Option<(&str, &[u8])>,
     ) -> Result<(), DeployError> {
         let _persisting = self.persist.lock().map_err(|_| {
@@ -247,15 +329,159 @@ impl Deployments {
             }
         }
         let mut saved = self.saved().map_err(DeployError::Persist)?;
-        saved.insert(slot.id.to_string(), next.map(|v| v.digest.clone()));
+        saved.insert(id.to_owned(), next.map(|v| v.digest.clone()));
         let json = serde_json::to_vec_pretty(&saved).map_err(|e| DeployError::Persist(e.into()))?;
         std::fs::create_dir_all(&self.dir)
             .and_then(|()| crate::files::write_atomic(&self.dir.join("state.json"), &json))
             .context("cannot write deployments/state.json")
             .map_err(DeployError::Persist)?;
-        slot.publish(next);
         self.forget_unreferenced(&saved);
         Ok(())
+    }
+
+    /// Serves what the fleet's bucket names for each component now, then follows every
+    /// change to it until `stop`. While NATS is away the host serves what it has, and
+    /// catches up once it is back.
+    pub async fn follow_fleet(&self, stop: tokio_util::sync::CancellationToken) {
+        if self.fleet.is_none() {
+            return;
+        }
+        loop {
+            let followed = async {
+                let store = match self.fleet_store().await {
+                    Some(store) => store?,
+                    None => return Ok(()),
+                };
+                let mut changes = std::pin::pin!(store.watch().await?);
+                while let Some(change) = changes.next().await {
+                    let change = change?;
+                    self.follow(store, &change.component, change.saved).await;
+                }
+                anyhow::Ok(())
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                result = followed => if let Err(e) = result {
+                    tracing::warn!("cannot follow the fleet's deployments: {e:#}; trying again");
+                },
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Before serving: each component as the fleet's bucket has it, if NATS answers within
+    /// a few seconds. Otherwise the host serves what it has, and [`Self::follow_fleet`]
+    /// catches up later.
+    pub async fn catch_up(&self) {
+        let Some(store) = self.fleet_store().await else {
+            return;
+        };
+        let caught_up = async {
+            let store = store?;
+            for id in self.app.components.keys() {
+                if let Some((saved, _)) = store.get(id).await? {
+                    self.follow(store, id, saved).await;
+                }
+            }
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(super::fleet::CONNECT_TIMEOUT * 2, caught_up).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "cannot read the fleet's deployments yet: {e:#}; serving what this host has until NATS answers"
+            ),
+            Err(_) => tracing::warn!(
+                "the fleet's deployments did not answer in time; serving what this host has until NATS answers"
+            ),
+        }
+    }
+
+    /// Makes component `id` serve `saved`, loading what it does not hold yet. A version
+    /// that does not load leaves the component as it was, and says so.
+    pub async fn follow(&self, store: &FleetStore, id: &str, saved: Saved) {
+        let Ok((slot, lock)) = self.slot(id) else {
+            tracing::warn!(component = %id, "the fleet deploys a component this app does not have; ignoring it");
+            return;
+        };
+        let _guard = lock.lock().await;
+        let current = slot.deployment();
+        if current.map(|v| v.digest.clone()) == saved {
+            return;
+        }
+        let mut fetched: Vec<(String, bytes::Bytes)> = Vec::new();
+        let mut load = async |digest: String| -> anyhow::Result<Arc<Version>> {
+            let held = std::iter::once(&current.stable)
+                .chain(current.canary.as_ref().map(|(v, _)| v))
+                .chain(current.previous.as_ref())
+                .find(|v| v.digest == digest);
+            if let Some(version) = held {
+                return Ok(version.clone());
+            }
+            let blob = self.blob(&digest);
+            let wasm = match std::fs::read(&blob) {
+                Ok(wasm) => bytes::Bytes::from(wasm),
+                Err(_) => {
+                    let wasm = store.wasm(&digest).await?;
+                    fetched.push((digest.clone(), wasm.clone()));
+                    wasm
+                }
+            };
+            let config = &self.app.components[id];
+            let prepared = loader::prepare(&self.engine, &self.linker, config, wasm).await?;
+            anyhow::ensure!(
+                prepared.digest == digest,
+                "the fleet's wasm for {digest} has digest {}",
+                prepared.digest
+            );
+            Ok(Arc::new(
+                loader::activate(prepared, config, &self.backends).await?,
+            ))
+        };
+        let next = async {
+            let stable = load(saved.stable.clone()).await?;
+            let canary = match &saved.canary {
+                Some((digest, share)) => Some((load(digest.clone()).await?, *share)),
+                None => None,
+            };
+            let previous = match &saved.previous {
+                Some(digest) => Some(load(digest.clone()).await?),
+                None => None,
+            };
+            anyhow::Ok(Deployment {
+                stable,
+                canary,
+                previous,
+            })
+        }
+        .await;
+        let next = match next {
+            Ok(next) => next,
+            Err(e) => {
+                self.metrics.deploy(id, "rejected");
+                tracing::error!(component = %id, "cannot serve what the fleet deployed, so this host keeps serving what it did: {e:#}");
+                return;
+            }
+        };
+        for (digest, wasm) in &fetched {
+            if let Err(e) = self.save_locally(id, &next, Some((digest, wasm))) {
+                tracing::warn!(component = %id, "{e}");
+            }
+        }
+        if fetched.is_empty()
+            && let Err(e) = self.save_locally(id, &next, None)
+        {
+            tracing::warn!(component = %id, "{e}");
+        }
+        tracing::info!(
+            component = %id,
+            stable = crate::registry::http::short(&next.stable.digest),
+            canary = ?next.canary.as_ref().map(|(v, share)| (crate::registry::http::short(&v.digest).to_owned(), *share)),
+            "following the fleet's deployment"
+        );
+        slot.publish(next);
     }
 
     /// Deletes the wasm of versions no component can return to any more.

@@ -1,6 +1,8 @@
-//! The control plane: deployments ([`deployments`]), manifest reloads ([`reload`]), and the
-//! admin API that drives them, on its own listener, behind its own token.
+//! The control plane: deployments ([`deployments`], shared by a fleet through [`fleet`]),
+//! manifest reloads ([`reload`]), and the admin API that drives them, on its own listener,
+//! behind its own token.
 
 pub mod admin;
 pub mod deployments;
+pub mod fleet;
 pub mod reload;

@@ -1,0 +1,207 @@
+//! Deployments shared by a fleet. With `[messaging] type = "nats"`, what each component
+//! serves (stable, canary and its share, previous, by digest) lives in a JetStream key-value
+//! bucket, one key per component, and the wasm of every version in an object store keyed by
+//! digest. A deploy, promote or rollback on any host writes the bucket, compare-and-set on
+//! the revision it started from; every host watches the bucket and loads what it names.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv, object_store};
+use futures::StreamExt as _;
+use tokio::io::AsyncReadExt as _;
+
+use crate::registry::Arrangement;
+
+/// One component's versions by digest, as the bucket holds them.
+pub type Saved = Arrangement<String>;
+
+/// How long a host waits for NATS before it serves what it has and follows later.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct FleetStore {
+    kv: kv::Store,
+    objects: object_store::ObjectStore,
+}
+
+/// A change to one component, seen in the bucket.
+pub struct Change {
+    pub component: String,
+    pub saved: Saved,
+}
+
+impl FleetStore {
+    /// The bucket and object store of app `name`, created when missing.
+    pub async fn open(url: &str, name: &str) -> anyhow::Result<FleetStore> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(url)
+            .await
+            .with_context(|| format!("cannot reach NATS at {url}"))?;
+        let jetstream = jetstream::new(client);
+        let bucket = bucket_name(name);
+        // The bucket's stream, as `create_key_value` would make it: that call first asks for
+        // the account's API level, which NATS servers before 2.11 do not answer.
+        let kv_bucket = format!("{bucket}_deployments");
+        jetstream
+            .get_or_create_stream(jetstream::stream::Config {
+                name: format!("KV_{kv_bucket}"),
+                description: Some(format!("what each component of {name} serves, fleet-wide")),
+                subjects: vec![format!("$KV.{kv_bucket}.>")],
+                max_messages_per_subject: 10,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await
+            .context("cannot create the deployments bucket in JetStream")?;
+        let kv = jetstream
+            .get_key_value(&kv_bucket)
+            .await
+            .context("cannot open the deployments bucket in JetStream")?;
+        let objects = jetstream
+            .create_object_store(object_store::Config {
+                bucket: format!("{bucket}_wasm"),
+                description: Some(format!("the wasm of every deployed version of {name}")),
+                ..Default::default()
+            })
+            .await
+            .context("cannot open the wasm object store in JetStream")?;
+        Ok(FleetStore { kv, objects })
+    }
+
+    /// What the bucket says `component` serves, with the revision to update it from.
+    pub async fn get(&self, component: &str) -> anyhow::Result<Option<(Saved, u64)>> {
+        let Some(entry) = self
+            .kv
+            .entry(component)
+            .await
+            .context("cannot read the deployments bucket")?
+        else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let saved = serde_json::from_slice(&entry.value)
+            .with_context(|| format!("the deployments bucket's `{component}` is not valid"))?;
+        Ok(Some((saved, entry.revision)))
+    }
+
+    /// Writes `saved` for `component`, unless the key changed since `revision` (`None`: it
+    /// must not exist yet). `Ok(false)` when another host got there first.
+    pub async fn put(
+        &self,
+        component: &str,
+        saved: &Saved,
+        revision: Option<u64>,
+    ) -> anyhow::Result<bool> {
+        let value = bytes::Bytes::from(serde_json::to_vec(saved)?);
+        let written = match revision {
+            Some(revision) => self
+                .kv
+                .update(component, value, revision)
+                .await
+                .map(drop)
+                .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.into())),
+            None => self
+                .kv
+                .create(component, value)
+                .await
+                .map(drop)
+                .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.into())),
+        };
+        match written {
+            Ok(()) => Ok(true),
+            Err((true, _)) => Ok(false),
+            Err((false, e)) => {
+                Err::<_, anyhow::Error>(e).context("cannot write the deployments bucket")
+            }
+        }
+    }
+
+    /// Keeps `wasm` under `digest`, once.
+    pub async fn put_wasm(&self, digest: &str, wasm: &[u8]) -> anyhow::Result<()> {
+        if self.objects.info(digest).await.is_ok() {
+            return Ok(());
+        }
+        self.objects
+            .put(digest, &mut &wasm[..])
+            .await
+            .with_context(|| format!("cannot store the wasm of {digest} in JetStream"))?;
+        Ok(())
+    }
+
+    /// The wasm of `digest`.
+    pub async fn wasm(&self, digest: &str) -> anyhow::Result<bytes::Bytes> {
+        let mut object = self
+            .objects
+            .get(digest)
+            .await
+            .with_context(|| format!("cannot fetch the wasm of {digest} from JetStream"))?;
+        let mut wasm = Vec::new();
+        object
+            .read_to_end(&mut wasm)
+            .await
+            .with_context(|| format!("cannot read the wasm of {digest} from JetStream"))?;
+        Ok(wasm.into())
+    }
+
+    /// Every component's latest arrangement, then each change as it is written.
+    pub async fn watch(
+        &self,
+    ) -> anyhow::Result<impl futures::Stream<Item = anyhow::Result<Change>> + use<>> {
+        let watch = self
+            .kv
+            .watch_with_history(">")
+            .await
+            .context("cannot watch the deployments bucket")?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(anyhow::Error::from(e))),
+            };
+            if entry.operation != kv::Operation::Put {
+                return None;
+            }
+            Some(
+                serde_json::from_slice(&entry.value)
+                    .map(|saved| Change {
+                        component: entry.key.clone(),
+                        saved,
+                    })
+                    .with_context(|| {
+                        format!("the deployments bucket's `{}` is not valid", entry.key)
+                    }),
+            )
+        }))
+    }
+}
+
+/// A bucket name from the app's name: letters, digits, `-` and `_` only.
+fn bucket_name(app: &str) -> String {
+    let cleaned: String = app
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("berth_{cleaned}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bucket_names_keep_only_what_jetstream_takes() {
+        assert_eq!(super::bucket_name("berth-shop"), "berth_berth-shop");
+        assert_eq!(super::bucket_name("my shop.v2"), "berth_my_shop_v2");
+    }
+}
