@@ -27,11 +27,7 @@ async fn fleet() -> Fleet {
     let nats = NatsServer::start().await;
     let url = postgres().fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = String::new();
-    for label in SHOP_DATABASES {
-        config += &format!("[sqlite_database.{label}]\ntype = \"postgres\"\nurl = \"{url}\"\n");
-    }
-    config += &format!("[messaging]\ntype = \"nats\"\nurl = \"{}\"\n", nats.url());
+    let mut config = postgres_runtime_config(&url, &SHOP_DATABASES, Some(&nats));
     // One signing key for the whole fleet, so that any host accepts any host's tokens.
     config += "[[variables_provider]]\ntype = \"static\"\n\
                values = { jwt_secret = \"a fleet-wide key of enough bytes\" }\n";
@@ -86,20 +82,6 @@ impl Fleet {
                 metadata["order_id"].as_str().unwrap().to_owned()
             })
             .collect()
-    }
-}
-
-/// The user `email`, registered on `a` and logged in on `b`.
-async fn user_across(a: &TestApp, b: &TestApp) -> User {
-    let email = format!("fleet-{}@example.com", uuid::Uuid::new_v4().simple());
-    let registered = a.register(&email, "correct horse battery").await;
-    assert_eq!(registered.status, 201, "{}", registered.text);
-    let login = b.login(&email, "correct horse battery").await;
-    assert_eq!(login.status, 200, "{}", login.text);
-    User {
-        id: login.json["user"]["id"].as_str().unwrap().to_owned(),
-        email,
-        token: login.json["token"].as_str().unwrap().to_owned(),
     }
 }
 

@@ -353,16 +353,7 @@ impl TestApp {
 
     /// A new user with a unique email, logged in.
     pub async fn user(&self) -> User {
-        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
-        let registered = self.register(&email, "correct horse battery").await;
-        assert_eq!(registered.status, 201, "{}", registered.text);
-        let login = self.login(&email, "correct horse battery").await;
-        assert_eq!(login.status, 200, "{}", login.text);
-        User {
-            id: login.json["user"]["id"].as_str().unwrap().to_owned(),
-            email,
-            token: login.json["token"].as_str().unwrap().to_owned(),
-        }
+        user_across(self, self).await
     }
 
     pub async fn create_order(&self, user: &User, quantity: i64) -> Reply {
@@ -510,6 +501,20 @@ pub async fn spawn_on_nats(manifest: &str) -> (TestApp, NatsServer) {
     (spawn_with(manifest, Some(config), data).await, nats)
 }
 
+/// A new user, registered on `a` and logged in on `b` (hosts of one fleet, or one host).
+pub async fn user_across(a: &TestApp, b: &TestApp) -> User {
+    let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+    let registered = a.register(&email, "correct horse battery").await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    let login = b.login(&email, "correct horse battery").await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    User {
+        id: login.json["user"]["id"].as_str().unwrap().to_owned(),
+        email,
+        token: login.json["token"].as_str().unwrap().to_owned(),
+    }
+}
+
 /// The shop's databases (`sqlite_databases` of its four components).
 pub const SHOP_DATABASES: [&str; 4] = ["users", "orders", "payments", "provider"];
 
@@ -532,6 +537,14 @@ pub async fn spawn_on_postgres_at(
     nats: Option<&NatsServer>,
 ) -> TestApp {
     let data = tempfile::tempdir().unwrap();
+    let path = data.path().join("runtime-config.toml");
+    std::fs::write(&path, postgres_runtime_config(url, labels, nats)).unwrap();
+    spawn_with(manifest, Some(path), data).await
+}
+
+/// A runtime config with each of `labels` a schema of the database at `url`, on NATS
+/// JetStream when `nats` is given.
+pub fn postgres_runtime_config(url: &str, labels: &[&str], nats: Option<&NatsServer>) -> String {
     let mut config = String::new();
     for label in labels {
         config += &format!("[sqlite_database.{label}]\ntype = \"postgres\"\nurl = \"{url}\"\n");
@@ -539,9 +552,7 @@ pub async fn spawn_on_postgres_at(
     if let Some(nats) = nats {
         config += &format!("[messaging]\ntype = \"nats\"\nurl = \"{}\"\n", nats.url());
     }
-    let path = data.path().join("runtime-config.toml");
-    std::fs::write(&path, config).unwrap();
-    spawn_with(manifest, Some(path), data).await
+    config
 }
 
 /// A real `nats-server -js` on a free port of 127.0.0.1, stopped when dropped.

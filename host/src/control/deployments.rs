@@ -309,17 +309,17 @@ impl Deployments {
         }
     }
 
-    /// Keeps `next` and any new wasm in `deployments/`.
-    fn save_locally(
+    /// Keeps `next` and the wasm of its new versions in `deployments/`.
+    fn save_locally<'w>(
         &self,
         id: &str,
         next: &Deployment,
-        new_wasm: Option<(&str, &[u8])>,
+        new_wasm: impl IntoIterator<Item = (&'w str, &'w [u8])>,
     ) -> Result<(), DeployError> {
         let _persisting = self.persist.lock().map_err(|_| {
             DeployError::Persist(anyhow::anyhow!("the deployments lock is poisoned"))
         })?;
-        if let Some((digest, wasm)) = new_wasm {
+        for (digest, wasm) in new_wasm {
             let blob = self.blob(digest);
             if !blob.exists() {
                 std::fs::create_dir_all(&self.dir)
@@ -465,14 +465,10 @@ impl Deployments {
                 return;
             }
         };
-        for (digest, wasm) in &fetched {
-            if let Err(e) = self.save_locally(id, &next, Some((digest, wasm))) {
-                tracing::warn!(component = %id, "{e}");
-            }
-        }
-        if fetched.is_empty()
-            && let Err(e) = self.save_locally(id, &next, None)
-        {
+        let fetched = fetched
+            .iter()
+            .map(|(digest, wasm)| (digest.as_str(), &wasm[..]));
+        if let Err(e) = self.save_locally(id, &next, fetched) {
             tracing::warn!(component = %id, "{e}");
         }
         tracing::info!(

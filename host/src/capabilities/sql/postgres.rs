@@ -238,13 +238,13 @@ impl PostgresConnection {
     }
 
     async fn fetch(&mut self, sql: &str, params: &[Value]) -> Result<Vec<PgRow>, sqlx::Error> {
-        let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         for param in params {
             query = match param {
                 Value::Integer(i) => query.bind(*i),
                 Value::Real(r) => query.bind(*r),
-                Value::Text(t) => query.bind(t.clone()),
-                Value::Blob(b) => query.bind(b.clone()),
+                Value::Text(t) => query.bind(t.as_str()),
+                Value::Blob(b) => query.bind(b.as_slice()),
                 Value::Null => query.bind(UntypedNull),
             };
         }
