@@ -115,6 +115,8 @@ pub struct Host {
     pub control: Arc<Deployments>,
     /// Applies an edited manifest's routes (`berth up --watch`).
     pub reloader: Arc<Reloader>,
+    /// How this host names itself to the fleet; `<hostname>:<public port>` unless set.
+    host_id: Option<String>,
 }
 
 fn load_config(options: &Options) -> anyhow::Result<(App, RuntimeConfig)> {
@@ -391,7 +393,14 @@ impl Host {
             admin,
             control,
             reloader,
+            host_id: None,
         })
+    }
+
+    /// Names this host in the fleet (`berth status`) instead of `<hostname>:<public port>`.
+    pub fn with_host_id(mut self, id: Option<String>) -> Host {
+        self.host_id = id;
+        self
     }
 
     /// Checks the manifest, runtime config, variables and every component (compiled,
@@ -441,6 +450,14 @@ impl Host {
         let control = self.control.clone();
         let following = background.clone();
         tasks.spawn(async move { control.follow_fleet(following).await });
+        let host_id = match self.host_id.clone() {
+            Some(id) => id,
+            None => format!("{}:{}", hostname(), public.local_addr()?.port()),
+        };
+        let control = self.control.clone();
+        // Listed until the servers have drained: a host leaves the fleet once it stops serving.
+        let reporting = background.clone();
+        tasks.spawn(async move { control.report_to_fleet(host_id, reporting).await });
         if !self.gateway.rate_limits.is_empty() {
             let limits = self.gateway.rate_limits.clone();
             let stop = background.clone();
@@ -545,6 +562,18 @@ impl Host {
 
 type Stop = CancellationToken;
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// This machine's name, as the fleet lists its hosts.
+fn hostname() -> String {
+    let mut name = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length, which is what we pass.
+    let ok = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0;
+    let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    match std::str::from_utf8(&name[..len]) {
+        Ok(name) if ok && !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
+    }
+}
 
 /// The admin token: `BERTH_ADMIN_TOKEN`, else the one kept in the data dir, else a new one;
 /// written to `<data-dir>/admin-token` (mode 0600) for the CLI to read.

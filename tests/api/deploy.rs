@@ -477,3 +477,12 @@ async fn an_upload_that_stalls_is_408_after_the_upload_timeout() {
     assert_eq!(reply.status(), Some(408), "{}", reply.text);
     assert!(reply.text.contains("UPLOAD_TIMEOUT"), "{}", reply.text);
 }
+
+/// A host on the embedded bus keeps its deployments to itself: there is no fleet to show.
+#[tokio::test]
+async fn a_host_on_its_own_reports_no_fleet() {
+    let app = spawn(SANDBOX).await;
+    let reply = app.admin_get("/admin/v1/fleet").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json, serde_json::json!({ "fleet": null }));
+}

@@ -2,13 +2,13 @@
 //! serve one shop. A user registered on one host logs in on another; orders placed on
 //! alternating hosts each end confirmed with one charge, each event handled once per fleet;
 //! and a host killed with SIGKILL mid-burst loses and doubles nothing while the other keeps
-//! serving.
+//! serving. Deployments are the fleet's, and `berth status` shows every host and what it
+//! serves.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::{ConnectOptions as _, Row as _};
 
 use crate::deploy::short;
 use crate::helpers::*;
@@ -27,12 +27,8 @@ async fn fleet() -> Fleet {
     let nats = NatsServer::start().await;
     let url = postgres().fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = postgres_runtime_config(&url, &SHOP_DATABASES, Some(&nats));
-    // One signing key for the whole fleet, so that any host accepts any host's tokens.
-    config += "[[variables_provider]]\ntype = \"static\"\n\
-               values = { jwt_secret = \"a fleet-wide key of enough bytes\" }\n";
     let runtime_config = dir.path().join("runtime-config.toml");
-    std::fs::write(&runtime_config, config).unwrap();
+    std::fs::write(&runtime_config, fleet_runtime_config(&url, &nats)).unwrap();
     Fleet {
         runtime_config,
         url,
@@ -60,28 +56,6 @@ impl Fleet {
         let process = Process::new(command.spawn().expect("start berth up"));
         wait_until_ready(admin).await;
         (process, format!("http://127.0.0.1:{port}"))
-    }
-
-    /// The order id of every charge the provider simulator made, as its own table has them.
-    async fn charged_orders(&self) -> Vec<String> {
-        let mut conn = self
-            .url
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query("SELECT metadata FROM provider.payment_intents")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| {
-                let metadata: String = row.get(0);
-                let metadata: Value = serde_json::from_str(&metadata).unwrap();
-                metadata["order_id"].as_str().unwrap().to_owned()
-            })
-            .collect()
     }
 }
 
@@ -112,9 +86,9 @@ async fn each_confirmed_and_charged_once(
         assert_eq!(payments.len(), 1, "order {id}: {payments:?}");
         assert_eq!(payments[0]["status"], "succeeded");
     }
-    let charged = fleet.charged_orders().await;
+    let charged = provider_intents(&fleet.url).await;
     for id in ids {
-        let times = charged.iter().filter(|c| *c == id).count();
+        let times = charged.iter().filter(|c| c.order_id == *id).count();
         assert_eq!(times, 1, "order {id} was charged {times} times");
     }
 }
@@ -207,36 +181,43 @@ async fn a_host_killed_mid_burst_loses_and_doubles_nothing_while_the_other_serve
     each_confirmed_and_charged_once(&fleet, &survivor, &user, &acknowledged).await;
     // And an order that was committed but whose reply died with the host is not lost
     // either: everything in the database settles.
-    let mut all = Vec::new();
-    let mut page = survivor
-        .get("/api/v1/orders?limit=100", Some(&user.token))
-        .await;
-    loop {
-        all.extend(
-            page.json["orders"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["id"].as_str().unwrap().to_owned()),
-        );
-        let Some(cursor) = page.json["nextCursor"].as_str().map(str::to_owned) else {
-            break;
-        };
-        page = survivor
-            .get(
-                &format!("/api/v1/orders?limit=100&cursor={cursor}"),
-                Some(&user.token),
-            )
-            .await;
-    }
+    let all: Vec<String> = all_orders(&survivor, &user)
+        .await
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
     each_confirmed_and_charged_once(&fleet, &survivor, &user, &all).await;
 }
 
 /// A host of the sandbox app on `nats`, where deployments are the fleet's.
 async fn sandbox_host(nats: &NatsServer) -> TestApp {
+    named_sandbox_host(nats, None).await
+}
+
+async fn named_sandbox_host(nats: &NatsServer, id: Option<&str>) -> TestApp {
     let data = tempfile::tempdir().unwrap();
     let config = nats.runtime_config(data.path());
-    spawn_with(SANDBOX, Some(config), data).await
+    spawn_as(SANDBOX, Some(config), data, id).await
+}
+
+/// What `host` says of the fleet (`GET /admin/v1/fleet`).
+async fn fleet_status(host: &TestApp) -> Value {
+    let reply = host.admin_get("/admin/v1/fleet").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json["fleet"].clone()
+}
+
+/// Each listed host's id, with what it reports of `bystander`.
+fn bystander_per_host(fleet: &Value) -> Vec<(String, Value)> {
+    fleet["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            let id = h["id"].as_str().unwrap_or_default().to_owned();
+            (id, h["components"]["bystander"].clone())
+        })
+        .collect()
 }
 
 /// How many of `n` requests `host` answered with version `digest`.
@@ -301,4 +282,114 @@ async fn a_deploy_on_one_host_serves_on_every_host_and_a_rollback_anywhere_retur
     // A host that starts afterwards serves what the fleet does, from its first request.
     let later = sandbox_host(&nats).await;
     assert_eq!(answered_by(&later, &new, 20).await, 20);
+}
+
+/// Every host lists itself and the others with what each serves; a version the fleet names
+/// that no host can load leaves every host serving what it did and saying why, in `berth
+/// status` too; a deploy from any host replaces it; a host that stops leaves the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_status_shows_each_host_what_it_serves_and_what_it_could_not_load() {
+    let nats = NatsServer::start().await;
+    let (a, b) = tokio::join!(
+        named_sandbox_host(&nats, Some("host-a")),
+        named_sandbox_host(&nats, Some("host-b"))
+    );
+    let before = a.serving().await;
+    let fleet = eventually(Duration::from_secs(5), "both hosts report", || async {
+        let fleet = fleet_status(&a).await;
+        (bystander_per_host(&fleet).len() == 2).then_some(fleet)
+    })
+    .await;
+    assert_eq!(fleet["name"], "sandbox");
+    assert_eq!(fleet["host"], "host-a");
+    let hosts = bystander_per_host(&fleet);
+    assert_eq!(hosts[0].0, "host-a");
+    assert_eq!(hosts[1].0, "host-b");
+    for (id, bystander) in &hosts {
+        let stable = bystander["serving"]["stable"].as_str().unwrap();
+        assert_eq!(short(stable), before, "{id}");
+        assert!(bystander["failed"].is_null(), "{id}: {bystander}");
+    }
+
+    // The bucket names a version whose wasm is nowhere, as a broken tool might write it.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let bucket = jetstream
+        .get_key_value("berth_sandbox_deployments")
+        .await
+        .unwrap();
+    bucket
+        .put(
+            "bystander",
+            serde_json::json!({ "stable": missing }).to_string().into(),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "both hosts report what they could not load",
+        || async {
+            let fleet = fleet_status(&b).await;
+            let failed = bystander_per_host(&fleet)
+                .iter()
+                .filter(|(_, c)| c["failed"]["wanted"]["stable"] == missing.as_str())
+                .count();
+            (failed == 2).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(a.serving().await, before);
+    assert_eq!(b.serving().await, before);
+    let status = berth_command()
+        .args(["status", "--admin", &b.admin, "--token", &b.admin_token])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{out}");
+    assert!(out.contains("fleet `sandbox`: 2 hosts"), "{out}");
+    assert!(out.contains("* host-b"), "{out}");
+    let failed_lines = out.lines().filter(|l| l.ends_with(" failed")).count();
+    assert_eq!(failed_lines, 2, "{out}");
+    for host in ["host-a", "host-b"] {
+        let said = format!(
+            "{host}: `bystander` keeps its own versions, for it cannot serve the fleet's 000000000000 (since "
+        );
+        assert!(out.contains(&said), "{out}");
+    }
+    assert!(
+        out.contains("cannot fetch the wasm of sha256:000000000000"),
+        "{out}"
+    );
+
+    // A deploy from a host that could not load the fleet's version replaces it everywhere.
+    let deployed = b.deploy("bystander", misbehave_variant(43), "").await;
+    assert_eq!(deployed.status, 201, "{}", deployed.text);
+    let new = deployed.json["digest"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(5),
+        "both hosts serve the deploy, in step",
+        || async {
+            let fleet = fleet_status(&a).await;
+            let in_step = bystander_per_host(&fleet)
+                .iter()
+                .filter(|(_, c)| c["serving"]["stable"] == new.as_str() && c["failed"].is_null())
+                .count();
+            (in_step == 2 && fleet["deployments"]["bystander"]["stable"] == new.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(a.serving().await, short(&new));
+
+    // A host that stops takes itself off the list.
+    drop(b.stop().await);
+    eventually(Duration::from_secs(5), "the stopped host left", || async {
+        let fleet = fleet_status(&a).await;
+        let ids: Vec<String> = bystander_per_host(&fleet)
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
+        (ids == ["host-a"]).then_some(())
+    })
+    .await;
 }

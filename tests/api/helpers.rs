@@ -205,6 +205,16 @@ pub async fn spawn_with(
     runtime_config: Option<PathBuf>,
     data_dir: TempDir,
 ) -> TestApp {
+    spawn_as(manifest, runtime_config, data_dir, None).await
+}
+
+/// [`spawn_with`], the host named `host_id` in its fleet.
+pub async fn spawn_as(
+    manifest: &str,
+    runtime_config: Option<PathBuf>,
+    data_dir: TempDir,
+    host_id: Option<&str>,
+) -> TestApp {
     ensure_built();
     let options = Options {
         manifest: repo(manifest),
@@ -213,7 +223,10 @@ pub async fn spawn_with(
         cache_dir: Some(cache_dir()),
         fresh_databases: Vec::new(),
     };
-    let host = Host::load(&options).await.expect("the host loads");
+    let host = Host::load(&options)
+        .await
+        .expect("the host loads")
+        .with_host_id(host_id.map(str::to_owned));
     serve_loaded(host, data_dir).await
 }
 
@@ -789,4 +802,71 @@ pub fn component_importing(name: &str) -> Vec<u8> {
     imports.import(name, wasm_encoder::ComponentTypeRef::Instance(0));
     component.section(&imports);
     component.finish()
+}
+
+/// A runtime config for a host of a fleet: each of the shop's databases a schema of the
+/// database at `url`, messaging on `nats`, and one signing key for the whole fleet, so that
+/// any host accepts any host's tokens.
+pub fn fleet_runtime_config(url: &str, nats: &NatsServer) -> String {
+    postgres_runtime_config(url, &SHOP_DATABASES, Some(nats))
+        + "[[variables_provider]]\ntype = \"static\"\n\
+           values = { jwt_secret = \"a fleet-wide key of enough bytes\" }\n"
+}
+
+/// Every order of `user`, as `GET /api/v1/orders` lists them, page after page.
+pub async fn all_orders(app: &TestApp, user: &User) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut path = "/api/v1/orders?limit=100".to_owned();
+    loop {
+        let page = app.get(&path, Some(&user.token)).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        all.extend(page.json["orders"].as_array().unwrap().iter().cloned());
+        let Some(cursor) = page.json["nextCursor"].as_str() else {
+            return all;
+        };
+        path = format!("/api/v1/orders?limit=100&cursor={cursor}");
+    }
+}
+
+/// One payment intent in the provider simulator's books (its own tables, which no API
+/// shows), read from the PostgreSQL database at `url` the shop keeps its schemas in.
+#[derive(Debug, Clone)]
+pub struct ProviderIntent {
+    pub id: String,
+    pub order_id: String,
+    pub status: String,
+    pub amount: i64,
+    /// The sum of its refunds.
+    pub refunded: i64,
+}
+
+pub async fn provider_intents(url: &str) -> Vec<ProviderIntent> {
+    use sqlx::{ConnectOptions as _, Row as _};
+    let mut conn = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let rows = sqlx::query(
+        "SELECT i.id, i.status, i.metadata, i.amount::int8 AS amount,
+                (SELECT coalesce(sum(r.amount), 0)::int8 FROM provider.refunds r
+                 WHERE r.payment_intent = i.id) AS refunded
+         FROM provider.payment_intents i",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|row| {
+            let metadata: Value = serde_json::from_str(row.get::<&str, _>("metadata")).unwrap();
+            ProviderIntent {
+                id: row.get("id"),
+                order_id: metadata["order_id"].as_str().unwrap().to_owned(),
+                status: row.get("status"),
+                amount: row.get("amount"),
+                refunded: row.get("refunded"),
+            }
+        })
+        .collect()
 }

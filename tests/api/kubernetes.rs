@@ -203,3 +203,29 @@ fn a_broken_manifest_is_refused_with_its_path_named() {
         );
     }
 }
+
+/// The fleet's ConfigMap carries a copy of spin.toml, mounted over the image's: it must be
+/// the repository's, or a pod would serve another app than the one tested here.
+#[test]
+fn the_fleet_configmap_carries_the_repository_spin_toml() {
+    let output = Command::new(python())
+        .args([
+            "-c",
+            "import sys, yaml\n\
+             config = yaml.safe_load(open(sys.argv[1]))\n\
+             sys.stdout.write(config['data']['spin.toml'])",
+        ])
+        .arg(repo("deploy/kubernetes/10-config.yaml"))
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let repository = std::fs::read_to_string(repo("spin.toml")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout) == repository,
+        "deploy/kubernetes/10-config.yaml's spin.toml differs from spin.toml: copy it over"
+    );
+}

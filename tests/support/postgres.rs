@@ -1,31 +1,86 @@
 //! A real PostgreSQL server for tests, one per test process, on 127.0.0.1 at a free port,
-//! with its data in a temp dir; every test takes a database of its own from it.
+//! with its data in a temp dir; every test takes a database of its own from it. A test that
+//! needs a server to itself (to restart it) starts one with [`PostgresServer::start_owned`].
 //!
-//! The server is started from a thread that lives as long as the process, with
-//! `PR_SET_PDEATHSIG`: when the test process ends, however it ends, the kernel tells the
-//! server to shut down. Needs PostgreSQL's binaries (`apt-get install postgresql`, found in
-//! `/usr/lib/postgresql/<version>/bin`, or `$BERTH_POSTGRES_BIN`). As root, the server runs
-//! as the `postgres` user, since initdb refuses root.
+//! A server is started from a thread that lives as long as the server, with
+//! `PR_SET_PDEATHSIG`: when that thread ends, and so when the test process ends however it
+//! ends, the kernel tells the server to shut down. Needs PostgreSQL's binaries (`apt-get
+//! install postgresql`, found in `/usr/lib/postgresql/<version>/bin`, or
+//! `$BERTH_POSTGRES_BIN`). As root, the server runs as the `postgres` user, since initdb
+//! refuses root.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub struct PostgresServer {
     pub port: u16,
     next: AtomicU32,
+    /// Where its data and log live; removed when an owned server is dropped.
+    dir: PathBuf,
+    /// Asks the thread that owns the server process to restart it; dropped, to stop it.
+    keeper: Option<mpsc::Sender<tokio::sync::oneshot::Sender<()>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The process's server, started on first use.
+/// The process's server, started on first use, shared by every test; never stopped before
+/// the process ends.
 pub fn postgres() -> &'static PostgresServer {
     static SERVER: OnceLock<PostgresServer> = OnceLock::new();
-    SERVER.get_or_init(start)
+    SERVER.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("berth-postgres-{}", std::process::id()));
+        start(dir)
+    })
 }
 
 impl PostgresServer {
+    /// A server of the calling test's own, with a data dir and a port of its own: stopped,
+    /// and its data removed, when dropped.
+    // Only some of the crates that include this file start one.
+    #[allow(dead_code)]
+    pub fn start_owned() -> PostgresServer {
+        static OWNED: AtomicU32 = AtomicU32::new(0);
+        let n = OWNED.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("berth-postgres-{}-owned-{n}", std::process::id()));
+        start(dir)
+    }
+
+    /// Restarts the server on the same port and data dir, the way an operator's restart
+    /// does: a fast shutdown, which terminates every connection and rolls back every open
+    /// transaction, then a start. Returns once it listens again (it may still refuse
+    /// queries for a moment while it starts up).
+    #[allow(dead_code)]
+    pub async fn restart(&self) {
+        let keeper = self
+            .keeper
+            .as_ref()
+            .expect("the server's keeper thread runs");
+        let (done, restarted) = tokio::sync::oneshot::channel();
+        keeper
+            .send(done)
+            .expect("the server's keeper thread takes requests");
+        restarted
+            .await
+            .expect("the server's keeper thread restarts it");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "PostgreSQL did not listen again within 30 s:\n{}",
+                std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The URL of the server's superuser on a database no other test uses.
     pub async fn fresh_database(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -112,11 +167,24 @@ fn as_identity(command: &mut Command, who: Option<(u32, u32)>, die_with_parent: 
     }
 }
 
-fn start() -> PostgresServer {
+impl Drop for PostgresServer {
+    /// Stops an owned server (the shared one lives in a static, never dropped) and removes
+    /// its data.
+    fn drop(&mut self) {
+        // Its keeper thread stops the server once no one can ask for a restart.
+        drop(self.keeper.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Initialises a cluster in `dir` and starts a server on it, at a free port.
+fn start(dir: PathBuf) -> PostgresServer {
     let bin = bin_dir();
     let who = identity();
     remove_stale_dirs();
-    let dir = std::env::temp_dir().join(format!("berth-postgres-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the PostgreSQL dir");
     if let Some((uid, gid)) = who {
@@ -136,30 +204,91 @@ fn start() -> PostgresServer {
         "initdb failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // TLS on, as production servers have it: a client may ask for it (`sslmode=require`),
+    // and sqlx's default (`prefer`) uses it.
+    let mut certificate = Command::new("openssl");
+    certificate
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+        ])
+        .current_dir(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    as_identity(&mut certificate, who, false);
+    let made = certificate
+        .status()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(made.success(), "openssl could not make a test certificate");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("make the key private");
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let log = std::fs::File::create(dir.join("log")).expect("create the log");
-    let mut postgres = Command::new(bin.join("postgres"));
-    postgres
-        .arg("-D")
-        .arg(&data)
-        .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
-        .arg("-k")
-        .arg(&dir)
-        .args(["-c", "fsync=off", "-c", "max_connections=300"])
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    as_identity(&mut postgres, who, true);
-    // The thread that starts it lives as long as the process: the server is told to stop
-    // when that thread, and so the process, ends.
-    let (started, result) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = started.send(postgres.spawn().map(|child| child.id()));
-        loop {
-            std::thread::park();
+    let log = dir.join("log");
+    let socket_dir = dir.clone();
+    let command = move || {
+        // Appended to, so that a restarted server's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the log");
+        let mut postgres = Command::new(bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&data)
+            .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
+            .arg("-k")
+            .arg(&socket_dir)
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "ssl=on",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        as_identity(&mut postgres, who, true);
+        postgres
+    };
+    // The thread that starts the server lives as long as it should run: the server is told
+    // to stop when that thread, or the process, ends.
+    let (keeper, requests) = mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+    let (started, result) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut child = match command().spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let _ = started.send(Ok(()));
+        // Each request is a restart; once the sender is gone (an owned server dropped),
+        // the server stops with this thread.
+        for restarted in requests {
+            fast_shutdown(&mut child);
+            child = command().spawn().expect("start postgres again");
+            let _ = restarted.send(());
         }
+        fast_shutdown(&mut child);
     });
     result
         .recv()
@@ -169,7 +298,19 @@ fn start() -> PostgresServer {
     PostgresServer {
         port,
         next: AtomicU32::new(0),
+        dir,
+        keeper: Some(keeper),
+        thread: Some(thread),
     }
+}
+
+/// SIGINT, PostgreSQL's fast shutdown: every session is terminated, then it stops.
+fn fast_shutdown(child: &mut std::process::Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: signals the server this thread started and has not yet waited for.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    }
+    let _ = child.wait();
 }
 
 fn wait_until_listening(port: u16, log: &Path) {
@@ -191,8 +332,10 @@ fn remove_stale_dirs() {
     };
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
+        // `berth-postgres-<pid>`, or `berth-postgres-<pid>-owned-<n>`.
         let Some(pid) = name
             .strip_prefix("berth-postgres-")
+            .and_then(|p| p.split('-').next())
             .and_then(|p| p.parse::<libc::pid_t>().ok())
         else {
             continue;

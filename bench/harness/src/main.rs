@@ -9,6 +9,7 @@ mod load;
 mod report;
 mod scenarios;
 mod server;
+mod services;
 mod tools;
 
 use std::path::PathBuf;
@@ -28,14 +29,16 @@ use report::Report;
   cargo run --release -p berth-bench -- --only hello # one scenario
   cargo run -p berth-bench -- --smoke                # a second each, debug builds (CI)
   cargo run --release -p berth-bench -- --only saga --against ../before
-                                                     # the saga against an earlier commit"
+                                                     # the saga against an earlier commit
+  cargo run --release -p berth-bench -- --only saga_fleet --out bench/results/saga-postgres
+                                                     # the saga on PostgreSQL + NATS, 1 and 2 hosts"
 )]
 struct Args {
     /// Run every scenario for about a second on debug builds: checks the harness, measures
     /// nothing worth keeping. Writes to bench/results/smoke unless --out says otherwise.
     #[arg(long)]
     smoke: bool,
-    /// Only these scenarios (comma-separated): hello, real, saga, swap, startup.
+    /// Only these scenarios (comma-separated): hello, real, saga, saga_fleet, swap, startup.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
     /// Measured runs per server; servers take turns, in a rotating order.
@@ -78,7 +81,7 @@ mod secs {
     }
 }
 
-pub const SCENARIOS: [&str; 5] = ["hello", "real", "saga", "swap", "startup"];
+pub const SCENARIOS: [&str; 6] = ["hello", "real", "saga", "saga_fleet", "swap", "startup"];
 
 #[tokio::main]
 async fn main() {
@@ -135,6 +138,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if selected("saga") {
         scenarios::saga::run(&kit, &settings, &work, &mut report).await?;
+    }
+    if selected("saga_fleet") {
+        scenarios::saga_fleet::run(&kit, &settings, &work, &mut report).await?;
     }
     if selected("swap") {
         scenarios::swap::run(&kit, &settings, &work, &mut report).await?;

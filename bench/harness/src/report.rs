@@ -19,6 +19,8 @@ pub struct Report {
     pub scenarios: serde_json::Map<String, Value>,
     pub tables: Vec<Table>,
     pub goals: Vec<Goal>,
+    /// Measured figures with no goal: ratios that inform, and that nothing is held to.
+    pub figures: Vec<Figure>,
     /// What could not run, and why.
     pub skipped: Vec<String>,
 }
@@ -53,6 +55,17 @@ pub struct Goal {
     /// How the numbers read: "×", "flows/s", "ms", "MB", "failures".
     pub unit: String,
     pub met: bool,
+}
+
+/// A measured figure with no goal, reported for information.
+#[derive(Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub measured: f64,
+    /// How the number reads, as for a goal.
+    pub unit: String,
+    /// What the figure means or what it cannot show, in a few words.
+    pub note: String,
 }
 
 impl Goal {
@@ -91,6 +104,7 @@ impl Report {
             scenarios: Default::default(),
             tables: Vec::new(),
             goals: Vec::new(),
+            figures: Vec::new(),
             skipped: Vec::new(),
         }
     }
@@ -107,6 +121,17 @@ impl Report {
             better,
             unit: unit.to_owned(),
             met,
+        });
+    }
+
+    /// A figure reported for information only: in the JSON and the markdown, not held to a
+    /// goal and not in the chart of goals.
+    pub fn figure(&mut self, name: &str, measured: f64, unit: &str, note: &str) {
+        self.figures.push(Figure {
+            name: name.to_owned(),
+            measured,
+            unit: unit.to_owned(),
+            note: note.to_owned(),
         });
     }
 
@@ -146,7 +171,9 @@ impl Report {
             self.settings.rounds,
             self.settings.duration.as_secs_f64(),
         );
-        let _ = writeln!(md, "| goal | measured | goal | met |\n|---|---:|---:|:-:|");
+        if !self.goals.is_empty() {
+            let _ = writeln!(md, "| goal | measured | goal | met |\n|---|---:|---:|:-:|");
+        }
         for goal in &self.goals {
             let _ = writeln!(
                 md,
@@ -157,6 +184,22 @@ impl Report {
                 goal.target_text(),
                 if goal.met { "yes" } else { "**no**" }
             );
+        }
+        if !self.figures.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n**For information (no goal)**\n\n| figure | measured | note |\n|---|---:|---|"
+            );
+            for figure in &self.figures {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} {} | {} |",
+                    figure.name,
+                    number(figure.measured),
+                    figure.unit,
+                    figure.note
+                );
+            }
         }
         for table in &self.tables {
             let _ = writeln!(md, "\n**{}**\n", table.title);
@@ -294,6 +337,22 @@ mod tests {
         assert_eq!(report.goals[0].score(), 1.25);
         assert!((report.goals[1].score() - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(report.goals[2].score(), 1.0);
+    }
+
+    #[test]
+    fn figures_are_listed_apart_from_the_goals() {
+        let mut report = Report::new(&settings());
+        report.goal("saga: flows/s", 480.0, Better::Higher, 500.0, "flows/s");
+        report.figure("saga: postgres ÷ embedded", 0.5, "×", "one host");
+        let md = report.markdown();
+        assert!(md.contains("| saga: postgres ÷ embedded | 0.50 × | one host |"));
+        let goals = md.find("| goal |").unwrap();
+        let figures = md.find("For information").unwrap();
+        assert!(goals < figures);
+        assert!(!report.svg().contains("postgres"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["goals"].as_array().unwrap().len(), 1);
+        assert_eq!(json["figures"][0]["measured"], 0.5);
     }
 
     #[test]

@@ -138,6 +138,15 @@ pub struct Berth {
     pub data_dir: PathBuf,
 }
 
+/// A host's set-up beyond its manifest and directories, for hosts of a fleet.
+#[derive(Default)]
+pub struct Setup {
+    /// `--runtime-config`.
+    pub runtime_config: Option<PathBuf>,
+    /// Environment variables (a database URL, the fleet's JWT key and admin token).
+    pub env: Vec<(String, String)>,
+}
+
 impl Berth {
     pub async fn start(
         checkout: &crate::tools::Checkout,
@@ -146,6 +155,20 @@ impl Berth {
         data_dir: PathBuf,
         cache: &Path,
         logs: &Path,
+    ) -> anyhow::Result<(Berth, Duration)> {
+        let setup = Setup::default();
+        Berth::start_with(checkout, name, manifest, data_dir, cache, logs, &setup).await
+    }
+
+    /// [`Berth::start`] with `setup`.
+    pub async fn start_with(
+        checkout: &crate::tools::Checkout,
+        name: &str,
+        manifest: &Path,
+        data_dir: PathBuf,
+        cache: &Path,
+        logs: &Path,
+        setup: &Setup,
     ) -> anyhow::Result<(Berth, Duration)> {
         let port = free_port()?;
         let admin_port = free_port()?;
@@ -160,7 +183,11 @@ impl Berth {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .env("BERTH_CACHE_DIR", cache)
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .envs(setup.env.iter().map(|(k, v)| (k, v)));
+        if let Some(config) = &setup.runtime_config {
+            command.arg("--runtime-config").arg(config);
+        }
         let admin = format!("http://127.0.0.1:{admin_port}");
         let (server, took) = Server::start(
             name,

@@ -105,6 +105,10 @@ struct UpArgs {
     /// missing or empty (berth refuses to start otherwise). Repeat for several labels.
     #[arg(long, value_name = "LABEL")]
     fresh_database: Vec<String>,
+    /// The name this host goes by in a fleet (`berth status`) [default: <hostname>:<port of
+    /// --listen>].
+    #[arg(long, env = "BERTH_HOST_ID", value_name = "ID")]
+    host_id: Option<String>,
 }
 
 #[derive(Args)]

@@ -14,7 +14,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         fresh_databases: args.fresh_database.clone(),
         ..args.app.options()
     };
-    let host = berth::host::Host::load(&options).await?;
+    let host = berth::host::Host::load(&options)
+        .await?
+        .with_host_id(args.host_id.clone());
     let public = TcpListener::bind(args.listen).await.with_context(|| {
         format!(
             "cannot listen on {}: is something else using it? choose another with --listen",

@@ -10,6 +10,7 @@
 //! | `POST /admin/v1/components/{id}/promote` | the canary takes all traffic |
 //! | `POST /admin/v1/components/{id}/rollback` | drop the canary, or return to the previous version |
 //! | `GET /admin/v1/dead-letters` | messages that exhausted their delivery attempts |
+//! | `GET /admin/v1/fleet` | every host of the fleet and what each serves (`null` alone) |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -326,6 +327,11 @@ impl Admin {
             (&Method::GET, ["admin", "v1", "dead-letters"]) => {
                 Ok(self.dead_letters(trace_id).await)
             }
+            (&Method::GET, ["admin", "v1", "fleet"]) => match self.control.fleet_status().await {
+                None => Ok(json(StatusCode::OK, &serde_json::json!({ "fleet": null }))),
+                Some(Ok(fleet)) => Ok(json(StatusCode::OK, &serde_json::json!({ "fleet": fleet }))),
+                Some(Err(e)) => Err(control_error(DeployError::Fleet(e))),
+            },
             (&Method::POST, ["admin", "v1", "components", id, "versions"]) => {
                 self.deploy(id, request).await
             }

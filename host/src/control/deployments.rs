@@ -22,7 +22,7 @@ use wasmtime::component::Linker;
 
 use futures::StreamExt as _;
 
-use super::fleet::FleetStore;
+use super::fleet::{self, FleetStore, HostReport};
 use crate::config::App;
 use crate::engine::Engine;
 use crate::registry::loader::{self, Backends, LoadError};
@@ -115,7 +115,42 @@ pub struct Deployments {
     fleet: Option<FleetConfig>,
     /// Opened on first need: a host starts, and serves, while NATS is still away.
     store: tokio::sync::OnceCell<FleetStore>,
+    /// Per component, the bucket revision this host serves: an older one seen late (a
+    /// watch that lags a retry or this host's own write) is not applied over it.
+    followed: std::sync::Mutex<HashMap<String, u64>>,
+    /// The fleet's arrangements this host could not load, retried with a growing wait.
+    failures: std::sync::Mutex<BTreeMap<String, FollowFailure>>,
+    /// Wakes the report to the fleet after a change.
+    changed: tokio::sync::Notify,
+    started_at: std::time::SystemTime,
+    /// How this host names itself to the fleet, once it serves.
+    host_id: std::sync::OnceLock<String>,
 }
+
+/// A fleet arrangement that did not load here.
+struct FollowFailure {
+    wanted: Saved,
+    revision: u64,
+    error: String,
+    since: std::time::SystemTime,
+    attempts: u32,
+    next_try: Instant,
+}
+
+/// Everything the fleet's buckets say, for `berth status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetStatus {
+    pub name: String,
+    /// The host that answered.
+    pub host: Option<String>,
+    pub hosts: Vec<HostReport>,
+    /// What the fleet serves, per component: what every host follows.
+    pub deployments: BTreeMap<String, Saved>,
+}
+
+/// The longest wait before a version that did not load is tried again.
+const MAX_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Deployments {
     pub fn new(
@@ -149,6 +184,11 @@ impl Deployments {
             metrics,
             fleet: None,
             store: tokio::sync::OnceCell::new(),
+            followed: std::sync::Mutex::default(),
+            failures: std::sync::Mutex::default(),
+            changed: tokio::sync::Notify::new(),
+            started_at: std::time::SystemTime::now(),
+            host_id: std::sync::OnceLock::new(),
         }
     }
 
@@ -271,24 +311,33 @@ impl Deployments {
         next: Deployment,
         new_wasm: Option<(&str, &[u8])>,
     ) -> Result<(), DeployError> {
-        if let Some(store) = self.fleet_store().await {
-            let store = store.map_err(DeployError::Fleet)?;
-            self.share(store, slot, &next, new_wasm).await?;
-        }
+        let shared = match self.fleet_store().await {
+            Some(store) => {
+                let store = store.map_err(DeployError::Fleet)?;
+                Some(self.share(store, slot, &next, new_wasm).await?)
+            }
+            None => None,
+        };
         self.save_locally(&slot.id, &next, new_wasm)?;
         slot.publish(next);
+        if let Some(revision) = shared {
+            self.now_serving(&slot.id, revision);
+        }
         Ok(())
     }
 
     /// Writes `next` to the fleet's bucket, from the arrangement this host serves: a change
-    /// made elsewhere meanwhile wins, and this one is refused.
+    /// made elsewhere meanwhile wins, and this one is refused. An arrangement this host
+    /// could not load is the exception: a change made here replaces it, which is how a
+    /// fleet is brought back from a version none of its hosts can run. Returns the bucket
+    /// revision written.
     async fn share(
         &self,
         store: &FleetStore,
         slot: &Slot,
         next: &Deployment,
         new_wasm: Option<(&str, &[u8])>,
-    ) -> Result<(), DeployError> {
+    ) -> Result<u64, DeployError> {
         if let Some((digest, wasm)) = new_wasm {
             store
                 .put_wasm(digest, wasm)
@@ -296,17 +345,76 @@ impl Deployments {
                 .map_err(DeployError::Fleet)?;
         }
         let here = slot.deployment().map(|v| v.digest.clone());
+        let failed_here = self.failed_revision(&slot.id);
         let revision = match store.get(&slot.id).await.map_err(DeployError::Fleet)? {
-            Some((saved, revision)) if saved == here => Some(revision),
+            Some((saved, revision)) if saved == here || failed_here == Some(revision) => {
+                Some(revision)
+            }
             Some(_) => return Err(DeployError::ChangedElsewhere(slot.id.to_string())),
             None => None,
         };
         let saved = next.map(|v| v.digest.clone());
         match store.put(&slot.id, &saved, revision).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(DeployError::ChangedElsewhere(slot.id.to_string())),
+            Ok(Some(revision)) => Ok(revision),
+            Ok(None) => Err(DeployError::ChangedElsewhere(slot.id.to_string())),
             Err(e) => Err(DeployError::Fleet(e)),
         }
+    }
+
+    /// Component `id` serves the bucket's `revision`: nothing older is applied over it, and
+    /// no failure to load is left to report.
+    fn now_serving(&self, id: &str, revision: u64) {
+        if let Ok(mut followed) = self.followed.lock() {
+            followed.insert(id.to_owned(), revision);
+        }
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(id);
+        }
+        self.changed.notify_one();
+    }
+
+    /// The bucket revision of `id` this host last failed to load, if it still stands.
+    fn failed_revision(&self, id: &str) -> Option<u64> {
+        self.failures.lock().ok()?.get(id).map(|f| f.revision)
+    }
+
+    fn failed_to_follow(&self, id: &str, wanted: Saved, revision: u64, error: String) {
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        let (since, attempts) = match failures.get(id) {
+            Some(f) if f.revision == revision => (f.since, f.attempts + 1),
+            _ => (std::time::SystemTime::now(), 1),
+        };
+        let wait = (fleet::HEARTBEAT * 2u32.saturating_pow(attempts - 1)).min(MAX_RETRY_WAIT);
+        failures.insert(
+            id.to_owned(),
+            FollowFailure {
+                wanted,
+                revision,
+                error,
+                since,
+                attempts,
+                next_try: Instant::now() + wait,
+            },
+        );
+        drop(failures);
+        self.changed.notify_one();
+    }
+
+    /// The components whose failed arrangement is due to be tried again.
+    fn due_retries(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.failures
+            .lock()
+            .map(|failures| {
+                failures
+                    .iter()
+                    .filter(|(_, f)| f.next_try <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Keeps `next` and the wasm of its new versions in `deployments/`.
@@ -353,9 +461,23 @@ impl Deployments {
                     None => return Ok(()),
                 };
                 let mut changes = std::pin::pin!(store.watch().await?);
-                while let Some(change) = changes.next().await {
-                    let change = change?;
-                    self.follow(store, &change.component, change.saved).await;
+                let mut retries = tokio::time::interval(fleet::HEARTBEAT);
+                loop {
+                    tokio::select! {
+                        change = changes.next() => {
+                            let Some(change) = change else { break };
+                            let change = change?;
+                            self.follow(store, &change.component, change.saved, change.revision)
+                                .await;
+                        }
+                        _ = retries.tick() => {
+                            for id in self.due_retries() {
+                                if let Some((saved, revision)) = store.get(&id).await? {
+                                    self.follow(store, &id, saved, revision).await;
+                                }
+                            }
+                        }
+                    }
                 }
                 anyhow::Ok(())
             };
@@ -382,8 +504,8 @@ impl Deployments {
         let caught_up = async {
             let store = store?;
             for id in self.app.components.keys() {
-                if let Some((saved, _)) = store.get(id).await? {
-                    self.follow(store, id, saved).await;
+                if let Some((saved, revision)) = store.get(id).await? {
+                    self.follow(store, id, saved, revision).await;
                 }
             }
             anyhow::Ok(())
@@ -399,16 +521,26 @@ impl Deployments {
         }
     }
 
-    /// Makes component `id` serve `saved`, loading what it does not hold yet. A version
-    /// that does not load leaves the component as it was, and says so.
-    pub async fn follow(&self, store: &FleetStore, id: &str, saved: Saved) {
+    /// Makes component `id` serve `saved`, revision `revision` of the bucket, loading what
+    /// it does not hold yet. A version that does not load leaves the component as it was,
+    /// and is reported to the fleet and tried again later.
+    pub async fn follow(&self, store: &FleetStore, id: &str, saved: Saved, revision: u64) {
         let Ok((slot, lock)) = self.slot(id) else {
             tracing::warn!(component = %id, "the fleet deploys a component this app does not have; ignoring it");
             return;
         };
         let _guard = lock.lock().await;
+        let seen = self
+            .followed
+            .lock()
+            .ok()
+            .and_then(|followed| followed.get(id).copied());
+        if seen.is_some_and(|seen| seen >= revision) {
+            return;
+        }
         let current = slot.deployment();
         if current.map(|v| v.digest.clone()) == saved {
+            self.now_serving(id, revision);
             return;
         }
         let mut fetched: Vec<(String, bytes::Bytes)> = Vec::new();
@@ -462,6 +594,7 @@ impl Deployments {
             Err(e) => {
                 self.metrics.deploy(id, "rejected");
                 tracing::error!(component = %id, "cannot serve what the fleet deployed, so this host keeps serving what it did: {e:#}");
+                self.failed_to_follow(id, saved, revision, format!("{e:#}"));
                 return;
             }
         };
@@ -478,6 +611,106 @@ impl Deployments {
             "following the fleet's deployment"
         );
         slot.publish(next);
+        self.now_serving(id, revision);
+    }
+
+    /// Reports what this host serves to the fleet as `host_id`, every
+    /// [`fleet::HEARTBEAT`] and after each change, until `stop`; then leaves the list.
+    pub async fn report_to_fleet(
+        &self,
+        host_id: String,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        if self.fleet.is_none() {
+            return;
+        }
+        let host_id = self.host_id.get_or_init(|| host_id);
+        let mut failing = false;
+        loop {
+            let reported = async {
+                let store = match self.fleet_store().await {
+                    Some(store) => store?,
+                    None => return Ok(()),
+                };
+                store.report(&self.report(host_id)).await
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                result = reported => match result {
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!("cannot report this host to the fleet: {e:#}; trying again");
+                    }
+                    Err(_) => {}
+                    Ok(()) => failing = false,
+                },
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(fleet::HEARTBEAT) => {}
+                () = self.changed.notified() => {}
+            }
+        }
+        if let Some(store) = self.store.get() {
+            let left =
+                tokio::time::timeout(std::time::Duration::from_secs(2), store.leave(host_id));
+            if let Ok(Err(e)) = left.await {
+                tracing::warn!("{e:#}; the fleet lists this host until its report expires");
+            }
+        }
+    }
+
+    /// What this host serves now, and what it could not load.
+    fn report(&self, host_id: &str) -> HostReport {
+        let failures = self.failures.lock();
+        let components = self
+            .registry
+            .iter()
+            .map(|slot| {
+                let failed = failures
+                    .as_ref()
+                    .ok()
+                    .and_then(|f| f.get(&*slot.id))
+                    .map(|f| fleet::Failed {
+                        wanted: f.wanted.clone(),
+                        error: f.error.clone(),
+                        since: crate::telemetry::rfc3339(f.since),
+                    });
+                let served = fleet::Served {
+                    serving: slot.deployment().map(|v| v.digest.clone()),
+                    failed,
+                };
+                (slot.id.to_string(), served)
+            })
+            .collect();
+        HostReport {
+            id: host_id.to_owned(),
+            berth_version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: crate::telemetry::rfc3339(self.started_at),
+            reported_at: crate::telemetry::rfc3339(std::time::SystemTime::now()),
+            components,
+        }
+    }
+
+    /// Every host of the fleet and what each serves, beside what the fleet deploys;
+    /// `None` for a host on its own.
+    pub async fn fleet_status(&self) -> Option<anyhow::Result<FleetStatus>> {
+        let name = self.fleet.as_ref()?.name.clone();
+        let store = match self.fleet_store().await? {
+            Ok(store) => store,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            async {
+                Ok(FleetStatus {
+                    name,
+                    host: self.host_id.get().cloned(),
+                    hosts: store.hosts().await?,
+                    deployments: store.deployments().await?,
+                })
+            }
+            .await,
+        )
     }
 
     /// Deletes the wasm of versions no component can return to any more.

@@ -5,6 +5,7 @@
 pub mod hello;
 pub mod real;
 pub mod saga;
+pub mod saga_fleet;
 pub mod startup;
 pub mod swap;
 

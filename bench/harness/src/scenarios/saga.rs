@@ -15,7 +15,7 @@ use crate::report::{Better, Report, Table, number};
 use crate::server::Berth;
 use crate::tools::{Checkout, Kit, step};
 
-const CLIENTS: usize = 16;
+pub(super) const CLIENTS: usize = 16;
 /// How long the last orders may take to settle before the run counts them as lost.
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -33,20 +33,15 @@ pub async fn run(
     if let Some(before) = &kit.before {
         hosts.push(Host::start(before, "berth-against", "cache-against", &client, work).await?);
     }
-    let order = json!({
-        "items": [{"productId": "book-1", "quantity": 1, "unitPriceCents": 1999}],
-        "currency": "USD",
-        "paymentMethodId": "pm_card_visa",
-        "shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}
-    });
+    let order = order();
 
     // Hosts take turns, in an order that rotates every round, as in the other scenarios.
     for round in 0..settings.rounds as usize {
         for k in 0..hosts.len() {
             let i = (round + k) % hosts.len();
             let host = &mut hosts[i];
-            let url = &host.berth.server.url;
-            let run = one_round(&client, url, &host.token, &order, settings.duration).await?;
+            let urls = std::slice::from_ref(&host.berth.server.url);
+            let run = one_round(&client, urls, &host.token, &order, settings.duration).await?;
             eprintln!(
                 "    {:<16} round {}: {} orders, {:.0} flows/s, {} not confirmed",
                 host.name,
@@ -160,18 +155,31 @@ impl Host {
     }
 }
 
-#[derive(serde::Serialize)]
-struct Round {
-    placed: usize,
-    refused: usize,
-    unconfirmed: usize,
-    elapsed_s: f64,
-    flows_per_second: f64,
+/// The order every client places, again and again.
+pub(super) fn order() -> Value {
+    json!({
+        "items": [{"productId": "book-1", "quantity": 1, "unitPriceCents": 1999}],
+        "currency": "USD",
+        "paymentMethodId": "pm_card_visa",
+        "shippingAddress": {"street": "1 Main St", "city": "Springfield", "state": "IL", "zipCode": "62701", "country": "US"}
+    })
 }
 
-async fn one_round(
+#[derive(serde::Serialize)]
+pub(super) struct Round {
+    pub placed: usize,
+    pub refused: usize,
+    pub unconfirmed: usize,
+    pub elapsed_s: f64,
+    pub flows_per_second: f64,
+}
+
+/// `CLIENTS` clients place orders for `duration`, client i at `bases[i % bases.len()]`
+/// (hosts of one fleet, which accept each other's tokens), then every order is read back
+/// until it is confirmed, from the hosts in turn.
+pub(super) async fn one_round(
     client: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     token: &str,
     order: &Value,
     duration: Duration,
@@ -180,10 +188,11 @@ async fn one_round(
     let ids = Arc::new(Mutex::new(Vec::new()));
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
+    anyhow::ensure!(!bases.is_empty(), "a saga round needs a host");
+    for i in 0..CLIENTS {
         let (client, ids, refused) = (client.clone(), ids.clone(), refused.clone());
         let (url, auth, order) = (
-            format!("{base}/api/v1/orders"),
+            format!("{}/api/v1/orders", bases[i % bases.len()]),
             format!("Bearer {token}"),
             order.clone(),
         );
@@ -224,7 +233,9 @@ async fn one_round(
         for chunk in pending.chunks(CLIENTS) {
             let checks: Vec<_> = chunk
                 .iter()
-                .map(|id| {
+                .enumerate()
+                .map(|(j, id)| {
+                    let base = &bases[j % bases.len()];
                     let request = client
                         .get(format!("{base}/api/v1/orders/{id}"))
                         .header("authorization", format!("Bearer {token}"));

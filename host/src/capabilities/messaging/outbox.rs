@@ -50,15 +50,31 @@ const POSTGRES_SCHEMA: [&str; 2] = [
 /// How long handled message ids are remembered; redeliveries come far sooner.
 pub const INBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Hosts of a fleet load together, and PostgreSQL's `CREATE TABLE IF NOT EXISTS` does not
+/// wait for a concurrent one: both see no table, and the second fails on the catalog's
+/// unique index (`pg_type_typname_nsp_index`). The hosts creating one schema's tables take
+/// turns on this lock, held until their transaction ends.
+const POSTGRES_TURN: &str =
+    "SELECT 1 FROM pg_advisory_xact_lock(hashtext('berth: host tables ' || current_schema()))";
+
 /// Creates the tables when missing (at load, before any invocation).
 pub async fn create(db: &Arc<dyn Database>) -> Result<(), SqlError> {
-    let schema = match db.dialect() {
-        Dialect::Sqlite => SQLITE_SCHEMA,
-        Dialect::Postgres => POSTGRES_SCHEMA,
-    };
     let mut conn = db.connect().await?;
-    for statement in schema {
-        conn.execute(statement, vec![]).await?;
+    match db.dialect() {
+        Dialect::Sqlite => {
+            for statement in SQLITE_SCHEMA {
+                conn.execute(statement, vec![]).await?;
+            }
+        }
+        Dialect::Postgres => {
+            // A failure drops the connection mid-transaction, which rolls it back.
+            conn.begin().await?;
+            conn.execute(POSTGRES_TURN, vec![]).await?;
+            for statement in POSTGRES_SCHEMA {
+                conn.execute(statement, vec![]).await?;
+            }
+            conn.commit().await?;
+        }
     }
     Ok(())
 }
@@ -211,4 +227,35 @@ async fn write(
     conn.begin().await?;
     conn.execute(statement, params).await?;
     conn.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::sql::{self, test_postgres::postgres};
+
+    #[tokio::test]
+    async fn hosts_loading_together_create_the_tables_once_without_failing() {
+        let url = postgres().fresh_database().await;
+        let config = sql::Config::Postgres {
+            url: Some(url),
+            url_env: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // One database handle per host, as each host opens its own.
+        let mut hosts = Vec::new();
+        for _ in 0..4 {
+            hosts.push(
+                sql::build("orders", Some(&config), dir.path(), dir.path(), false)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let created = futures::future::join_all(hosts.iter().map(create)).await;
+        for result in created {
+            result.unwrap();
+        }
+        let (messages, _) = pending(&hosts[0], 10).await.unwrap();
+        assert!(messages.is_empty());
+    }
 }

@@ -68,8 +68,7 @@ impl PostgresDatabase {
             admin.get_port(),
             admin.get_database().unwrap_or_default()
         );
-        let password = role_password(url, label);
-        provision(&admin, label, &role, &password)
+        let password = provision(&admin, label, &role, &role_password(url, label))
             .await
             .with_context(|| format!("cannot prepare {location} and its role {role}"))?;
         let pool = PgPoolOptions::new()
@@ -82,7 +81,8 @@ impl PostgresDatabase {
     }
 }
 
-/// The label's role password: only hosts that know the URL (and its password) can derive it.
+/// The password berth 0.1 derived for a label's role from the URL, adopted for a role made
+/// before passwords were kept in `_berth.roles`, so hosts of that release keep connecting.
 fn role_password(url: &str, label: &str) -> String {
     let mut hash = Sha256::new();
     hash.update(b"berth role password\0");
@@ -97,30 +97,62 @@ fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Creates what label `label` needs and returns its role's password. The password is
+/// random, made once and kept in `_berth.roles`, which only the URL's role can read: every
+/// host of a fleet reads the same one, however its URL is spelled (host name, parameters,
+/// a rotated admin password), so no host's start locks out another's connections.
 async fn provision(
     admin: &PgConnectOptions,
     label: &str,
     role: &str,
-    password: &str,
-) -> anyhow::Result<()> {
+    legacy_password: &str,
+) -> anyhow::Result<String> {
     let mut conn = sqlx::PgConnection::connect_with(admin).await?;
     let mut tx = conn.begin().await?;
     // Hosts of a fleet start together: one of them provisions at a time.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('berth: provision labels'))")
         .execute(&mut *tx)
         .await?;
+    for statement in [
+        "CREATE SCHEMA IF NOT EXISTS _berth",
+        "REVOKE ALL ON SCHEMA _berth FROM PUBLIC",
+        "CREATE TABLE IF NOT EXISTS _berth.roles (role TEXT PRIMARY KEY, password TEXT NOT NULL)",
+    ] {
+        tx.execute(statement).await?;
+    }
     let exists = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
         .bind(role)
         .fetch_optional(&mut *tx)
         .await?
         .is_some();
+    let kept: Option<String> =
+        sqlx::query_scalar("SELECT password FROM _berth.roles WHERE role = $1")
+            .bind(role)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (password, set_password) = match kept {
+        Some(password) => (password, !exists),
+        // A role from before passwords were kept: it has the derived one already.
+        None if exists => (legacy_password.to_owned(), false),
+        None => (hex::encode(rand::random::<[u8; 32]>()), true),
+    };
+    sqlx::query("INSERT INTO _berth.roles (role, password) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(role)
+        .bind(&password)
+        .execute(&mut *tx)
+        .await?;
     // The password is 64 hex digits: safe to spell as a literal, which these commands need.
-    let verb = if exists { "ALTER" } else { "CREATE" };
-    let statements = [
+    let login = if set_password {
+        let verb = if exists { "ALTER" } else { "CREATE" };
         format!(
             "{verb} ROLE {} LOGIN NOINHERIT PASSWORD '{password}'",
             quoted(role)
-        ),
+        )
+    } else {
+        format!("ALTER ROLE {} LOGIN NOINHERIT", quoted(role))
+    };
+    let statements = [
+        login,
         // Lets a non-superuser admin (CREATEROLE) create the schema for the role.
         format!("GRANT {} TO CURRENT_USER", quoted(role)),
         format!(
@@ -153,7 +185,7 @@ async fn provision(
     }
     tx.commit().await?;
     conn.close().await?;
-    Ok(())
+    Ok(password)
 }
 
 #[async_trait::async_trait]
@@ -512,6 +544,39 @@ mod tests {
         db.connect().await?.execute(sql, vec![]).await
     }
 
+    /// A host whose URL is spelled otherwise (parameters, host name, a rotated admin
+    /// password) reads the role's password the first one made, instead of setting its own
+    /// and locking the other host's next connections out.
+    #[tokio::test]
+    async fn hosts_spelling_the_url_differently_share_the_role_password() {
+        let url = postgres().fresh_database().await;
+        let a = open(&format!("{url}?application_name=a"), "orders").await;
+        let b = open(&format!("{url}?application_name=b"), "orders").await;
+        for db in [&a, &b] {
+            sqlx::PgConnection::connect_with(&db.pool.connect_options())
+                .await
+                .expect("a new connection with the role's password");
+        }
+    }
+
+    /// `sslmode` in the URL is honoured: production servers often take only TLS.
+    #[tokio::test]
+    async fn a_url_asking_for_tls_gets_an_encrypted_connection() {
+        let url = postgres().fresh_database().await;
+        let encrypted = "SELECT CASE WHEN ssl THEN 'tls' ELSE 'plain' END \
+                         FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        for (mode, expected) in [("require", "tls"), ("disable", "plain")] {
+            let db = open(&format!("{url}?sslmode={mode}"), "tls").await;
+            let rows = run(&db, encrypted).await.unwrap();
+            assert_eq!(
+                rows.rows,
+                vec![vec![Value::Text(expected.into())]],
+                "{mode}"
+            );
+            db.close().await;
+        }
+    }
+
     #[tokio::test]
     async fn no_label_reaches_another_labels_schema_whatever_it_runs() {
         let url = postgres().fresh_database().await;
@@ -536,6 +601,7 @@ mod tests {
         for attempt in [
             "SELECT card FROM orders.secret".to_owned(),
             "SELECT card FROM \"orders\".secret".to_owned(),
+            "SELECT password FROM _berth.roles".to_owned(),
             format!("SET ROLE {}", quoted(&orders_role)),
             "SET ROLE postgres".to_owned(),
             "SET SESSION AUTHORIZATION postgres".to_owned(),
