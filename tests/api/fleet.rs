@@ -360,6 +360,20 @@ async fn berth_status_shows_each_host_what_it_serves_and_what_it_could_not_load(
         out.contains("cannot fetch the wasm of sha256:000000000000"),
         "{out}"
     );
+    let status = berth_command()
+        .args([
+            "status",
+            "--json",
+            "--admin",
+            &a.admin,
+            "--token",
+            &a.admin_token,
+        ])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    assert_eq!(json["fleet"]["host"], "host-a", "{json}");
+    assert_eq!(bystander_per_host(&json["fleet"]).len(), 2, "{json}");
 
     // A deploy from a host that could not load the fleet's version replaces it everywhere.
     let deployed = b.deploy("bystander", misbehave_variant(43), "").await;
