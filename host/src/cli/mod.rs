@@ -29,7 +29,7 @@ pub struct Cli {
 enum Command {
     /// Serve the app: the public API and the admin API.
     #[command(
-        after_help = "Examples:\n  berth up --build --listen 127.0.0.1:8080\n  berth up --watch          rebuild and hot-swap a component when its sources change\n\nData (SQLite files, key-value stores, compiled components, the admin token) goes to\n<data-dir>, `.berth` beside the manifest unless set. Stop with Ctrl-C or SIGTERM: open\nrequests finish first."
+        after_help = "Examples:\n  berth up --build --listen 127.0.0.1:8080\n  berth up --watch          rebuild and hot-swap a component when its sources change\n  berth up --runtime-config fleet.toml --host-id web-1\n                            one host of a fleet sharing PostgreSQL and NATS\n\nData (SQLite files, key-value stores, compiled components, the admin token) goes to\n<data-dir>, `.berth` beside the manifest unless set. Stop with Ctrl-C or SIGTERM: open\nrequests finish first."
     )]
     Up(UpArgs),
     /// Build the components by running each `[component.<id>.build] command`.
@@ -53,10 +53,15 @@ enum Command {
     /// Drop a component's canary, or return it to its previous version.
     #[command(after_help = "Example:\n  berth rollback order")]
     Rollback(ComponentArgs),
-    /// Show what a running host serves: components, versions, traffic, dead letters.
+    /// Show what a running host serves: components, versions, traffic, dead letters, and
+    /// in a fleet every host with what it serves.
     #[command(after_help = "Examples:
   berth status
-  berth status --json --admin http://10.0.0.5:3001 --token \"$TOKEN\"")]
+  berth status --json --admin http://10.0.0.5:3001 --token \"$TOKEN\"
+
+In a fleet (`[messaging] type = \"nats\"`), each host is listed under its --host-id with
+each component's versions, marked `in step` with what the fleet deployed, `catching up`,
+or `failed` with the reason; any host's admin API shows them all.")]
     Status(StatusArgs),
 }
 
