@@ -123,8 +123,32 @@ async fn cancelling_a_pending_order_leaves_no_charge(app: &TestApp) {
 }
 
 /// Whether the payment service recorded the order's cancellation (read from its database,
-/// which the saga's API does not show).
+/// which the saga's API does not show): its SQLite file, or its schema in PostgreSQL when
+/// the app's runtime config puts it there.
 async fn cancellation_seen_by_payment(app: &TestApp, order_id: &str) -> bool {
+    let config = std::fs::read_to_string(app.data_dir.path().join("runtime-config.toml"))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok());
+    let postgres_url = config.as_ref().and_then(|config| {
+        let payments = config.get("sqlite_database")?.get("payments")?;
+        (payments.get("type")?.as_str()? == "postgres")
+            .then(|| payments.get("url")?.as_str().map(str::to_owned))
+            .flatten()
+    });
+    if let Some(url) = postgres_url {
+        use sqlx::ConnectOptions as _;
+        let Ok(options) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
+            return false;
+        };
+        let Ok(mut conn) = options.connect().await else {
+            return false;
+        };
+        return sqlx::query("SELECT 1 FROM payments.cancelled_orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut conn)
+            .await
+            .is_ok_and(|row| row.is_some());
+    }
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(app.data_dir.path().join("sqlite/payments.db"))
         .read_only(true);
