@@ -85,48 +85,28 @@ impl FleetStore {
             .with_context(|| format!("cannot reach NATS at {url}"))?;
         let jetstream = jetstream::new(client);
         let bucket = bucket_name(name);
-        // The bucket's stream, as `create_key_value` would make it: that call first asks for
-        // the account's API level, which NATS servers before 2.11 do not answer.
-        let kv_bucket = format!("{bucket}_deployments");
-        jetstream
-            .get_or_create_stream(jetstream::stream::Config {
-                name: format!("KV_{kv_bucket}"),
+        let kv = key_value(
+            &jetstream,
+            &format!("{bucket}_deployments"),
+            jetstream::stream::Config {
                 description: Some(format!("what each component of {name} serves, fleet-wide")),
-                subjects: vec![format!("$KV.{kv_bucket}.>")],
                 max_messages_per_subject: 10,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
                 discard: jetstream::stream::DiscardPolicy::New,
-                num_replicas: 1,
                 ..Default::default()
-            })
-            .await
-            .context("cannot create the deployments bucket in JetStream")?;
-        let kv = jetstream
-            .get_key_value(&kv_bucket)
-            .await
-            .context("cannot open the deployments bucket in JetStream")?;
-        let hosts_bucket = format!("{bucket}_hosts");
-        jetstream
-            .get_or_create_stream(jetstream::stream::Config {
-                name: format!("KV_{hosts_bucket}"),
+            },
+        )
+        .await?;
+        let hosts = key_value(
+            &jetstream,
+            &format!("{bucket}_hosts"),
+            jetstream::stream::Config {
                 description: Some(format!("each host of {name} and what it serves")),
-                subjects: vec![format!("$KV.{hosts_bucket}.>")],
                 max_messages_per_subject: 1,
                 max_age: HOST_TTL,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                num_replicas: 1,
                 ..Default::default()
-            })
-            .await
-            .context("cannot create the hosts bucket in JetStream")?;
-        let hosts = jetstream
-            .get_key_value(&hosts_bucket)
-            .await
-            .context("cannot open the hosts bucket in JetStream")?;
+            },
+        )
+        .await?;
         let objects = jetstream
             .create_object_store(object_store::Config {
                 bucket: format!("{bucket}_wasm"),
@@ -267,14 +247,9 @@ impl FleetStore {
 
     /// Every host that reported within [`HOST_TTL`], by id.
     pub async fn hosts(&self) -> anyhow::Result<Vec<HostReport>> {
-        let keys: Vec<String> = self
-            .hosts
-            .keys()
+        let keys = keys(&self.hosts)
             .await
-            .context("cannot list the hosts bucket")?
-            .filter_map(|key| async move { key.ok() })
-            .collect()
-            .await;
+            .context("cannot list the hosts bucket")?;
         let mut hosts = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(entry) = self
@@ -299,14 +274,9 @@ impl FleetStore {
 
     /// Every component's arrangement in the deployments bucket.
     pub async fn deployments(&self) -> anyhow::Result<BTreeMap<String, Saved>> {
-        let keys: Vec<String> = self
-            .kv
-            .keys()
+        let keys = keys(&self.kv)
             .await
-            .context("cannot list the deployments bucket")?
-            .filter_map(|key| async move { key.ok() })
-            .collect()
-            .await;
+            .context("cannot list the deployments bucket")?;
         let mut all = BTreeMap::new();
         for key in keys {
             if let Some((saved, _)) = self.get(&key).await? {
@@ -315,6 +285,42 @@ impl FleetStore {
         }
         Ok(all)
     }
+}
+
+/// Opens key-value bucket `bucket` on a stream made with `limits`, creating it when missing,
+/// as `create_key_value` would: that call first asks for the account's API level, which NATS
+/// servers before 2.11 do not answer.
+async fn key_value(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+    limits: jetstream::stream::Config,
+) -> anyhow::Result<kv::Store> {
+    jetstream
+        .get_or_create_stream(jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: 1,
+            ..limits
+        })
+        .await
+        .with_context(|| format!("cannot create the bucket {bucket} in JetStream"))?;
+    jetstream
+        .get_key_value(bucket)
+        .await
+        .with_context(|| format!("cannot open the bucket {bucket} in JetStream"))
+}
+
+/// The keys `store` holds now; one that cannot be read is skipped.
+async fn keys(store: &kv::Store) -> anyhow::Result<Vec<String>> {
+    Ok(store
+        .keys()
+        .await?
+        .filter_map(|key| async move { key.ok() })
+        .collect()
+        .await)
 }
 
 /// A host id as a bucket key, which takes letters, digits and `-_=./` only.
