@@ -474,9 +474,12 @@ impl Host {
         tasks.close();
         let signal = {
             let serving = serving.clone();
+            let admin = self.admin.clone();
             async move {
                 shutdown.await;
                 serving.cancel();
+                // A dashboard's live stream would hold the admin listener's drain.
+                admin.close_streams();
             }
         };
         tokio::join!(

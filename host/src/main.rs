@@ -8,7 +8,6 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    berth::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -19,11 +18,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    // The exporters are made on the runtime, which then runs their sends.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        berth::telemetry::init()
+    };
+    let code = match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Off the runtime's threads (the flush blocks), while the runtime still runs the sends.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
     }
+    code
 }

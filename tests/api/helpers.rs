@@ -137,6 +137,29 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// A `berth up` process (see [`berth_up`]) already answering `/readyz`, driven like a
+    /// host in this process. It stops with the [`Process`], not with this.
+    pub fn of_process(port: u16, admin: u16, data_dir: TempDir) -> TestApp {
+        let admin_token = std::fs::read_to_string(data_dir.path().join("admin-token"))
+            .expect("berth up wrote the admin token")
+            .trim()
+            .to_owned();
+        TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            data_dir,
+            admin_token,
+            stop: None,
+            done: None,
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -31,14 +31,17 @@ use report::Report;
   cargo run --release -p berth-bench -- --only saga --against ../before
                                                      # the saga against an earlier commit
   cargo run --release -p berth-bench -- --only saga_fleet --out bench/results/saga-postgres
-                                                     # the saga on PostgreSQL + NATS, 1 and 2 hosts"
+                                                     # the saga on PostgreSQL + NATS, 1 and 2 hosts
+  cargo run --release -p berth-bench -- --only otel --out bench/results/otel
+                                                     # OTLP export on (to a live receiver) and off"
 )]
 struct Args {
     /// Run every scenario for about a second on debug builds: checks the harness, measures
     /// nothing worth keeping. Writes to bench/results/smoke unless --out says otherwise.
     #[arg(long)]
     smoke: bool,
-    /// Only these scenarios (comma-separated): hello, real, saga, saga_fleet, swap, startup.
+    /// Only these scenarios (comma-separated): hello, real, saga, saga_fleet, otel, swap,
+    /// startup.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
     /// Measured runs per server; servers take turns, in a rotating order.
@@ -81,7 +84,15 @@ mod secs {
     }
 }
 
-pub const SCENARIOS: [&str; 6] = ["hello", "real", "saga", "saga_fleet", "swap", "startup"];
+pub const SCENARIOS: [&str; 7] = [
+    "hello",
+    "real",
+    "saga",
+    "saga_fleet",
+    "otel",
+    "swap",
+    "startup",
+];
 
 #[tokio::main]
 async fn main() {
@@ -141,6 +152,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if selected("saga_fleet") {
         scenarios::saga_fleet::run(&kit, &settings, &work, &mut report).await?;
+    }
+    if selected("otel") {
+        scenarios::otel::run(&kit, &settings, &work, &mut report).await?;
     }
     if selected("swap") {
         scenarios::swap::run(&kit, &settings, &work, &mut report).await?;

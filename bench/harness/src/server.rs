@@ -145,6 +145,9 @@ pub struct Setup {
     pub runtime_config: Option<PathBuf>,
     /// Environment variables (a database URL, the fleet's JWT key and admin token).
     pub env: Vec<(String, String)>,
+    /// Variables of the harness's own environment the host must not inherit (removed
+    /// before `env` is set).
+    pub env_remove: Vec<String>,
 }
 
 impl Berth {
@@ -183,8 +186,11 @@ impl Berth {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .env("BERTH_CACHE_DIR", cache)
-            .env_remove("RUST_LOG")
-            .envs(setup.env.iter().map(|(k, v)| (k, v)));
+            .env_remove("RUST_LOG");
+        for name in &setup.env_remove {
+            command.env_remove(name);
+        }
+        command.envs(setup.env.iter().map(|(k, v)| (k, v)));
         if let Some(config) = &setup.runtime_config {
             command.arg("--runtime-config").arg(config);
         }

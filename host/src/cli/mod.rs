@@ -3,6 +3,7 @@
 mod admin_client;
 mod build;
 mod check;
+mod dead_letters;
 mod deploy;
 mod status;
 mod up;
@@ -63,6 +64,23 @@ In a fleet (`[messaging] type = \"nats\"`), each host is listed under its --host
 each component's versions, marked `in step` with what the fleet deployed, `catching up`,
 or `failed` with the reason; any host's admin API shows them all.")]
     Status(StatusArgs),
+    /// List the messages a consumer group gave up on, with the error of their last attempt.
+    #[command(after_help = "Examples:
+  berth dead-letters
+  berth dead-letters --json --admin http://10.0.0.5:3001 --token \"$TOKEN\"
+
+A message is a dead letter once its handler failed `max_delivery_attempts` times (or
+refused it with a 4xx). Fix the cause, then `berth redrive` it.")]
+    DeadLetters(dead_letters::DeadLettersArgs),
+    /// Send a dead letter back to its consumer group, once the cause of its failure is fixed.
+    #[command(after_help = "Examples:
+  berth redrive payment 0190b3c1-7f2a-7c3e-9a1b-2c3d4e5f6a7b
+  berth redrive --all --group payment
+
+Only that group gets the message again (others that handled it do not), with its id and
+trace, from a first attempt; its inbox makes sure it applies once. A message that fails
+again becomes a dead letter again.")]
+    Redrive(dead_letters::RedriveArgs),
 }
 
 #[derive(Args)]
@@ -214,6 +232,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check(args) => check::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::DeadLetters(args) => dead_letters::show(args).await,
+        Command::Redrive(args) => dead_letters::redrive(args).await,
         Command::Deploy(args) => deploy::deploy(args).await,
         Command::Promote(args) => deploy::promote(args).await,
         Command::Rollback(args) => deploy::rollback(args).await,

@@ -10,7 +10,14 @@
 //! | `POST /admin/v1/components/{id}/promote` | the canary takes all traffic |
 //! | `POST /admin/v1/components/{id}/rollback` | drop the canary, or return to the previous version |
 //! | `GET /admin/v1/dead-letters` | messages that exhausted their delivery attempts |
+//! | `POST /admin/v1/dead-letters/{group}/{id}/redrive` | send one back to its group, from a first attempt (`messaging::path_segment` spells an unusual id) |
 //! | `GET /admin/v1/fleet` | every host of the fleet and what each serves (`null` alone) |
+//! | `GET /admin/v1/stream` | server-sent events: a snapshot of every component a second |
+//! | `GET /admin/v1/traces` | the last traces this host recorded, newest first |
+//! | `GET /admin/v1/traces/{traceId}` | one of them, span by span, for a waterfall |
+//!
+//! The dashboard's pages (`GET /`, `POST /login`, …) are open too, and its session cookie
+//! stands for the bearer token ([`super::dashboard`]). Every answer is `Cache-Control: no-store`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +34,7 @@ use tokio::io::AsyncWriteExt as _;
 use crate::capabilities::messaging::Bus;
 use crate::capabilities::sql;
 use crate::config::App;
+use crate::control::dashboard::{self, Access, Dashboard};
 use crate::control::deployments::{CANARY_PERCENT, DeployError, Deployments};
 use crate::registry::loader::LoadError;
 use crate::triggers::http::body::{self, BodyError, drain};
@@ -45,6 +53,8 @@ pub struct Admin {
     control: Arc<Deployments>,
     /// Where deploy uploads are received, a frame at a time, before they are compiled.
     uploads: PathBuf,
+    /// The dashboard's pages, sessions and live stream.
+    dashboard: Dashboard,
 }
 
 impl Admin {
@@ -59,39 +69,26 @@ impl Admin {
         let uploads = data_dir.join("deployments").join("uploads");
         // Uploads a crash interrupted are of no use to anyone.
         let _ = std::fs::remove_dir_all(&uploads);
+        let token_digest = Sha256::digest(token.as_bytes()).into();
         Admin {
-            token_digest: Sha256::digest(token.as_bytes()).into(),
+            token_digest,
             databases,
             bus,
+            dashboard: Dashboard::new(token_digest, app.clone(), control.clone()),
             app,
             control,
             uploads,
         }
     }
 
+    /// Ends the dashboard's live streams, which would otherwise hold a stopping listener's
+    /// drain for up to their lifetime.
+    pub fn close_streams(&self) {
+        self.dashboard.close_streams();
+    }
+
     fn components(&self) -> serde_json::Value {
-        let app = self.app.load();
-        let components: Vec<serde_json::Value> = app
-            .components
-            .values()
-            .filter_map(|config| {
-                let (versions, from_manifest) = self.control.versions(&config.id)?;
-                let routes: Vec<String> = app
-                    .routes
-                    .iter()
-                    .filter(|r| r.component == config.id)
-                    .map(|r| r.pattern.to_string())
-                    .collect();
-                Some(serde_json::json!({
-                    "id": config.id,
-                    "routes": routes,
-                    "versions": versions,
-                    "source": if from_manifest { "manifest" } else { "deployed" },
-                    "subscriptions": config.messaging.patterns(),
-                }))
-            })
-            .collect();
-        serde_json::Value::Array(components)
+        serde_json::Value::Array(components(&self.app.load(), &self.control, false))
     }
 
     async fn dead_letters(&self, trace_id: &str) -> Response<Body> {
@@ -109,6 +106,54 @@ impl Admin {
                 e.to_string(),
             )
             .into_response(trace_id),
+        }
+    }
+
+    /// Sends a dead letter back to its group once its cause is fixed. The segments are as
+    /// `messaging::path_segment` spells them, since an exact path cannot percent-encode.
+    async fn redrive(&self, group: &str, id: &str) -> Result<Response<Body>, ApiError> {
+        use crate::capabilities::messaging::{self, BusError, Redrive};
+        let not_found = |why: String| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "DEAD_LETTER_NOT_FOUND",
+                format!(
+                    "{why}; list the dead letters with `berth dead-letters` or GET /admin/v1/dead-letters"
+                ),
+            )
+        };
+        let (Some(group), Some(id)) = (
+            messaging::from_path_segment(group),
+            messaging::from_path_segment(id),
+        ) else {
+            return Err(not_found(format!(
+                "`{group}/{id}` is not a dead letter's group and id (a segment starting with `~` is base64url)"
+            )));
+        };
+        let Some(bus) = &self.bus else {
+            return Err(not_found(
+                "this app has no message bus (no component publishes or subscribes), so it has no dead letters".into(),
+            ));
+        };
+        match bus.redrive(&group, &id).await {
+            Ok(Redrive::Redriven(redriven)) => Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "redriven": redriven }),
+            )),
+            Ok(Redrive::NotFound) => Err(not_found(format!(
+                "group `{group}` has no dead letter `{id}` (redriven already, or never dead)"
+            ))),
+            Err(e @ BusError::Unavailable(_)) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "BUS_UNAVAILABLE",
+                format!("{e}; the dead letter is kept: redrive it again once the bus is back"),
+            )
+            .with_header(header::RETRY_AFTER, "1")),
+            Err(e @ BusError::Failed(_)) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "REDRIVE_FAILED",
+                e.to_string(),
+            )),
         }
     }
 
@@ -327,6 +372,26 @@ impl Admin {
             (&Method::GET, ["admin", "v1", "dead-letters"]) => {
                 Ok(self.dead_letters(trace_id).await)
             }
+            (&Method::POST, ["admin", "v1", "dead-letters", group, id, "redrive"]) => {
+                self.redrive(group, id).await
+            }
+            (&Method::GET, ["admin", "v1", "stream"]) => self.dashboard.stream(),
+            (&Method::GET, ["admin", "v1", "traces"]) => Ok(json(
+                StatusCode::OK,
+                &crate::telemetry::recent_traces().list(),
+            )),
+            (&Method::GET, ["admin", "v1", "traces", id]) => {
+                match crate::telemetry::recent_traces().trace(id) {
+                    Some(trace) => Ok(json(StatusCode::OK, &trace)),
+                    None => Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "TRACE_NOT_FOUND",
+                        format!(
+                            "no trace {id} among the last ones this host recorded; list them with GET /admin/v1/traces (traces are kept while a dashboard is open)"
+                        ),
+                    )),
+                }
+            }
             (&Method::GET, ["admin", "v1", "fleet"]) => match self.control.fleet_status().await {
                 None => Ok(json(StatusCode::OK, &serde_json::json!({ "fleet": null }))),
                 Some(Ok(fleet)) => Ok(json(StatusCode::OK, &serde_json::json!({ "fleet": fleet }))),
@@ -371,8 +436,56 @@ impl Admin {
     }
 }
 
+/// Each component: its routes, versions (with their traffic), where it came from and what it
+/// subscribes to; with `minutes`, each version's last minute second by second as well, for
+/// the dashboard's charts.
+pub(crate) fn components(
+    app: &App,
+    control: &Deployments,
+    minutes: bool,
+) -> Vec<serde_json::Value> {
+    app.components
+        .values()
+        .filter_map(|config| {
+            let (versions, from_manifest) = control.versions(&config.id)?;
+            let mut versions = serde_json::to_value(&versions).unwrap_or_default();
+            if minutes && let Some(versions) = versions.as_array_mut() {
+                for version in versions {
+                    let digest = version["digest"].as_str().unwrap_or_default();
+                    let short = crate::registry::http::short(digest).to_owned();
+                    version["minute"] =
+                        serde_json::to_value(control.metrics.minute(&config.id, &short))
+                            .unwrap_or_default();
+                    version["short"] = short.into();
+                }
+            }
+            let routes: Vec<String> = app
+                .routes
+                .iter()
+                .filter(|r| r.component == config.id)
+                .map(|r| r.pattern.to_string())
+                .collect();
+            Some(serde_json::json!({
+                "id": config.id,
+                "routes": routes,
+                "versions": versions,
+                "source": if from_manifest { "manifest" } else { "deployed" },
+                "subscriptions": config.messaging.patterns(),
+            }))
+        })
+        .collect()
+}
+
 impl Handler for Admin {
     async fn handle(&self, request: Request<Incoming>, _client: SocketAddr) -> Response<Body> {
+        let mut response = self.answer(request).await;
+        dashboard::secure(response.headers_mut());
+        response
+    }
+}
+
+impl Admin {
+    async fn answer(&self, request: Request<Incoming>) -> Response<Body> {
         let trace_id = hex::encode(rand::random::<[u8; 16]>());
         // The open endpoints, matched exactly: any other spelling needs the token.
         match (request.method(), request.uri().path()) {
@@ -381,9 +494,21 @@ impl Handler for Admin {
             }
             (&Method::GET, "/readyz") => return self.readiness().await,
             (&Method::GET, "/metrics") => return self.metrics(),
+            (method, path) if Dashboard::is_open(method, path) => {
+                return self.dashboard.open(request).await;
+            }
             _ => {}
         }
-        if !self.authorized(&request) {
+        let access = if self.authorized(&request) {
+            Access::Granted
+        } else {
+            self.dashboard.access(&request)
+        };
+        if access == Access::CsrfMissing {
+            drain(request.into_body()).await;
+            return dashboard::csrf_refused().into_response(&trace_id);
+        }
+        if access == Access::Denied {
             // Read what the client is still sending, so it gets the answer, not a reset.
             drain(request.into_body()).await;
             return ApiError::new(

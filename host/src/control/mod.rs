@@ -3,6 +3,7 @@
 //! behind its own token.
 
 pub mod admin;
+mod dashboard;
 pub mod deployments;
 pub mod fleet;
 pub mod reload;

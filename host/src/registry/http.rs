@@ -26,7 +26,7 @@ use super::{Registry, Slot};
 use crate::capabilities::http_outbound::LocalService;
 use crate::response::{ApiError, Body};
 use crate::state::{Finished, Outcome};
-use crate::telemetry::TraceContext;
+use crate::telemetry::otel;
 
 /// The short digest of the version that produced a response.
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-berth-version");
@@ -65,9 +65,52 @@ pub async fn invoke(
     commit: Commit,
     permit: Option<OwnedSemaphorePermit>,
 ) -> Result<(Response<Body>, Finished), Failure> {
+    let span = invocation::span(slot);
+    if otel::recording()
+        && let Some(route) = request.headers().get("spin-matched-route")
+        && let Ok(route) = route.to_str()
+    {
+        span.record("http.route", route);
+    }
+    // What the guest calls and publishes names the invocation as its parent.
+    let own;
+    let ids = if otel::recording() {
+        own = RequestIds {
+            request_id: ids.request_id.clone(),
+            trace_id: ids.trace_id.clone(),
+            traceparent: otel::traceparent(&span, &ids.traceparent),
+        };
+        &own
+    } else {
+        ids
+    };
+    let result = run(registry, slot, request, ids, commit, permit)
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok((response, _)) => {
+            let status = response.status();
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+        }
+        Err(failure) => invocation::record_failure(&span, failure),
+    }
+    result
+}
+
+async fn run(
+    registry: &Arc<Registry>,
+    slot: &Slot,
+    request: Request<Full<Bytes>>,
+    ids: &RequestIds,
+    commit: Commit,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<(Response<Body>, Finished), Failure> {
     let version = slot.current();
     let limits = version.limits;
-    tracing::Span::current().record("version", short(&version.digest));
+    tracing::Span::current().record("berth.version", short(&version.digest));
     let Some(pre) = version.http.clone() else {
         return Err(Failure::Failed(
             "does not export wasi:http/incoming-handler".into(),
@@ -235,7 +278,16 @@ impl LocalService for Registry {
                 self.max_request_bytes
             ));
         }
-        let trace = TraceContext::continue_or_start(
+        let span = tracing::debug_span!(
+            "chained",
+            otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            url.path = %request.uri().path(),
+            berth.component = component,
+        );
+        let trace = otel::hop(
+            &span,
             request
                 .headers()
                 .get(TRACEPARENT)
@@ -246,13 +298,6 @@ impl LocalService for Registry {
             trace_id: trace.trace_id_hex().into(),
             traceparent: trace.header(),
         };
-        let span = tracing::info_span!(
-            "chained",
-            component,
-            path = %request.uri().path(),
-            version = tracing::field::Empty,
-            trace_id = %ids.trace_id,
-        );
         let (mut parts, body) = request.into_parts();
         chained_headers(&mut parts, &ids);
         let request = Request::from_parts(parts, Full::new(body));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -21,7 +22,7 @@ use crate::capabilities::sql::SqlError;
 use crate::capabilities::sql::SqlSession;
 use crate::config::Limits;
 use crate::state::{Finished, GuestLimits, InvocationState, Outcome};
-use crate::telemetry::{GuestOutput, TraceContext};
+use crate::telemetry::{GuestOutput, TraceContext, otel};
 
 /// Why an invocation produced no usable result.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,48 @@ pub enum Failure {
     /// and trying again later may succeed.
     #[error("could not reach its database: {0}")]
     DatabaseUnavailable(String),
+}
+
+/// The span of one invocation: a child of its trigger's (the request, the chained call, the
+/// delivery). Debug level, like the request's, so the log formats nothing per invocation.
+pub fn span(slot: &Slot) -> tracing::Span {
+    tracing::debug_span!(
+        "invoke",
+        otel.name = %format_args!("invoke {}", slot.id),
+        otel.status_code = tracing::field::Empty,
+        berth.component = %slot.id,
+        berth.version = tracing::field::Empty,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Marks the invocation's span failed, with the kind of failure (never its text, which may
+/// quote what the guest was given).
+pub fn record_failure(span: &tracing::Span, failure: &Failure) {
+    span.record("otel.status_code", "error");
+    span.record("error.type", failure.kind());
+}
+
+impl Failure {
+    /// A stable name for the kind of failure, for spans and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Busy(_) => "busy",
+            Failure::HostFull => "host_full",
+            Failure::Timeout(_) => "timeout",
+            Failure::OutOfMemory(_) => "out_of_memory",
+            Failure::Trapped(_) => "trap",
+            Failure::NoResponse => "no_response",
+            Failure::Failed(_) => "failed",
+            Failure::ResponseTooLarge(..) => "response_too_large",
+            Failure::Handler(_) => "handler_error",
+            Failure::Rejected(_) => "rejected",
+            Failure::Commit(_) => "commit",
+            Failure::DatabaseUnavailable(_) => "database_unavailable",
+        }
+    }
 }
 
 /// Raised by the epoch callback when the deadline passes inside wasm.
@@ -196,7 +239,7 @@ pub async fn finish(
 
 /// Runs the current version's message handler on `message`, and commits what it wrote and
 /// published, with `message.id` recorded in its inbox when `inbox` (an event; a request's
-/// message is not redelivered, so it is not recorded).
+/// message is not redelivered, so it is not recorded). `trace` is the delivery's.
 pub async fn handle_message(
     registry: &Arc<Registry>,
     slot: &Slot,
@@ -204,16 +247,37 @@ pub async fn handle_message(
     message: &Message,
     reply_to: Option<String>,
     inbox: bool,
+    trace: TraceContext,
+) -> Result<Finished, Failure> {
+    let span = span(slot);
+    let trace = otel::child(&span, trace);
+    let result = run_handler(registry, slot, permit, message, reply_to, inbox, trace)
+        .instrument(span.clone())
+        .await;
+    if let Err(failure) = &result {
+        record_failure(&span, failure);
+    }
+    result
+}
+
+async fn run_handler(
+    registry: &Arc<Registry>,
+    slot: &Slot,
+    permit: OwnedSemaphorePermit,
+    message: &Message,
+    reply_to: Option<String>,
+    inbox: bool,
+    trace: TraceContext,
 ) -> Result<Finished, Failure> {
     let _permit = permit;
     let version = slot.current();
+    tracing::Span::current().record("berth.version", super::http::short(&version.digest));
     let Some(handler) = &version.handler else {
         return Err(Failure::Failed(
             "does not export wasmcloud:messaging/handler@0.2.0".into(),
         ));
     };
     let limits = version.limits;
-    let trace = TraceContext::continue_or_start(message.traceparent.as_deref().map(str::as_bytes));
     let trace_id: Arc<str> = trace.trace_id_hex().into();
     let traceparent = trace.header();
     let deadline = Instant::now() + limits.timeout;
@@ -269,7 +333,9 @@ impl Responder for Registry {
         let permit = acquire(&slot, &limits)
             .await
             .map_err(|f| format!("component `{}` {f}", slot.id))?;
-        handle_message(&self, &slot, permit, &message, Some(reply_to), false)
+        let trace =
+            TraceContext::continue_or_start(message.traceparent.as_deref().map(str::as_bytes));
+        handle_message(&self, &slot, permit, &message, Some(reply_to), false, trace)
             .await
             .map(drop)
             .map_err(|f| format!("component `{}` {f}", slot.id))

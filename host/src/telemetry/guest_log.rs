@@ -16,6 +16,10 @@ pub struct GuestOutput {
     component: Arc<str>,
     trace_id: Arc<str>,
     stream: &'static str,
+    /// The invocation's span, current when the store is made. wasmtime writes a guest's
+    /// output from a task of its own, so each line is logged inside this span explicitly:
+    /// that is what puts the trace and span ids on the exported log record.
+    span: tracing::Span,
 }
 
 impl GuestOutput {
@@ -24,6 +28,7 @@ impl GuestOutput {
             component,
             trace_id,
             stream,
+            span: tracing::Span::current(),
         }
     }
 }
@@ -56,11 +61,14 @@ impl LineWriter {
             component,
             trace_id,
             stream,
+            span,
         } = &self.out;
+        let _inside = span.enter();
+        let _context = super::otel::attach(span);
         if *stream == "stderr" {
-            tracing::warn!(target: "berth::guest", component = %component, trace_id = %trace_id, stream, "{text}");
+            tracing::warn!(target: super::GUEST_TARGET, component = %component, trace_id = %trace_id, stream, "{text}");
         } else {
-            tracing::info!(target: "berth::guest", component = %component, trace_id = %trace_id, stream, "{text}");
+            tracing::info!(target: super::GUEST_TARGET, component = %component, trace_id = %trace_id, stream, "{text}");
         }
         self.line.clear();
     }

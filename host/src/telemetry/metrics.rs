@@ -16,6 +16,10 @@
 //! Labels are bounded: ids from the manifest, route templates (never raw paths), short
 //! digests of loaded versions, and status classes. A metric appears once it has a series.
 //!
+//! Beside them, each version keeps its last minute as sixty one-second slots (requests,
+//! server errors, and a small latency histogram each) for the dashboard's charts
+//! ([`Metrics::minute`]): a few more atomic adds per request, no lock and no allocation.
+//!
 //! Recording is a read lock and a few atomic adds once a series exists: `request` finds the
 //! series' handles under `&str` keys, so it builds a label set (and allocates) only the first
 //! time it sees a component, version, route and status class. The gauges of state other
@@ -23,7 +27,7 @@
 //! scrape.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -145,15 +149,90 @@ struct RouteSeries {
     duration: Durations,
 }
 
-/// Requests and server errors of one version over the last minute, one slot per second.
+/// Requests, server errors and latencies of one version over the last minute, one slot per
+/// second.
 struct Window {
     /// The second (since the epoch) each slot counts.
     stamps: [AtomicU64; WINDOW],
     requests: [AtomicU64; WINDOW],
     errors: [AtomicU64; WINDOW],
+    /// Per slot, requests by latency bucket ([`LATENCY_BUCKETS`]).
+    latencies: [[AtomicU32; LATENCY_BUCKETS]; WINDOW],
 }
 
 const WINDOW: usize = 60;
+
+/// Latency buckets of a window's slot: the first holds what took under [`LATENCY_BASE_MICROS`],
+/// bucket `i` what took `[base·2^(i-1), base·2^i)`, the last everything longer. Doubling bounds
+/// find a bucket with one `leading_zeros` and keep a quantile within a factor of two before
+/// interpolation, which is what a small chart needs.
+const LATENCY_BUCKETS: usize = 17;
+const LATENCY_BASE_MICROS: u64 = 100;
+
+/// The latency bucket of a request that took `micros`.
+fn latency_bucket(micros: u64) -> usize {
+    let steps = 64 - (micros / LATENCY_BASE_MICROS).leading_zeros() as usize;
+    steps.min(LATENCY_BUCKETS - 1)
+}
+
+/// The bounds of latency bucket `i`, in microseconds; the last has no upper bound, so its
+/// lower one stands for it.
+fn latency_bounds(i: usize) -> (f64, f64) {
+    let base = LATENCY_BASE_MICROS as f64;
+    match i {
+        0 => (0.0, base),
+        i if i == LATENCY_BUCKETS - 1 => {
+            let lower = base * f64::from(1u32 << (i - 1));
+            (lower, lower)
+        }
+        i => (
+            base * f64::from(1u32 << (i - 1)),
+            base * f64::from(1u32 << i),
+        ),
+    }
+}
+
+/// The `q` quantile (0–1) of a latency histogram in milliseconds, interpolated within its
+/// bucket as Prometheus' `histogram_quantile` does; `None` when it counts nothing.
+fn quantile_ms(counts: &[u64; LATENCY_BUCKETS], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &n) in counts.iter().enumerate() {
+        if n > 0 && (below + n) as f64 >= rank {
+            let (lower, upper) = latency_bounds(i);
+            let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+            return Some((lower + (upper - lower) * within) / 1000.0);
+        }
+        below += n;
+    }
+    Some(latency_bounds(LATENCY_BUCKETS - 1).0 / 1000.0)
+}
+
+/// One second of one version, as the dashboard charts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Second {
+    pub requests: u64,
+    /// Answered 5xx.
+    pub errors: u64,
+    /// `None` in a second without requests.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// One version's last minute: a slot per second, oldest first, ending with the current
+/// (unfinished) second, and the latency quantiles over the whole minute.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Minute {
+    pub seconds: Vec<Second>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
 
 /// One version's series: its minute window and one series per route template.
 #[derive(Default)]
@@ -172,12 +251,13 @@ impl Default for Window {
             stamps: std::array::from_fn(|_| AtomicU64::new(0)),
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            latencies: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
         }
     }
 }
 
 impl Window {
-    fn record(&self, now: u64, error: bool) {
+    fn record(&self, now: u64, error: bool, took: Duration) {
         let i = (now % WINDOW as u64) as usize;
         let stamp = self.stamps[i].load(Ordering::Relaxed);
         if stamp != now
@@ -187,19 +267,29 @@ impl Window {
         {
             self.requests[i].store(0, Ordering::Relaxed);
             self.errors[i].store(0, Ordering::Relaxed);
+            for bucket in &self.latencies[i] {
+                bucket.store(0, Ordering::Relaxed);
+            }
         }
         self.requests[i].fetch_add(1, Ordering::Relaxed);
         if error {
             self.errors[i].fetch_add(1, Ordering::Relaxed);
         }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latencies[i][latency_bucket(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether slot `i` counts a second of the minute ending at `now`.
+    fn current(&self, i: usize, now: u64) -> bool {
+        let stamp = self.stamps[i].load(Ordering::Relaxed);
+        stamp + (WINDOW as u64) > now && stamp <= now
     }
 
     /// Requests and errors per second over the last minute.
     fn rates(&self, now: u64) -> (f64, f64) {
         let (mut requests, mut errors) = (0, 0);
         for i in 0..WINDOW {
-            let stamp = self.stamps[i].load(Ordering::Relaxed);
-            if stamp + (WINDOW as u64) > now && stamp <= now {
+            if self.current(i, now) {
                 requests += self.requests[i].load(Ordering::Relaxed);
                 errors += self.errors[i].load(Ordering::Relaxed);
             }
@@ -208,6 +298,37 @@ impl Window {
             requests as f64 / WINDOW as f64,
             errors as f64 / WINDOW as f64,
         )
+    }
+
+    /// The minute ending at `now`, second by second.
+    fn minute(&self, now: u64) -> Minute {
+        let mut total = [0u64; LATENCY_BUCKETS];
+        let seconds = (0..WINDOW as u64)
+            .map(|ago| {
+                let second = now.saturating_sub(WINDOW as u64 - 1 - ago);
+                let i = (second % WINDOW as u64) as usize;
+                if self.stamps[i].load(Ordering::Relaxed) != second {
+                    return Second::default();
+                }
+                let counts: [u64; LATENCY_BUCKETS] = std::array::from_fn(|b| {
+                    u64::from(self.latencies[i][b].load(Ordering::Relaxed))
+                });
+                for (sum, n) in total.iter_mut().zip(counts) {
+                    *sum += n;
+                }
+                Second {
+                    requests: self.requests[i].load(Ordering::Relaxed),
+                    errors: self.errors[i].load(Ordering::Relaxed),
+                    p50_ms: quantile_ms(&counts, 0.5),
+                    p99_ms: quantile_ms(&counts, 0.99),
+                }
+            })
+            .collect();
+        Minute {
+            seconds,
+            p50_ms: quantile_ms(&total, 0.5),
+            p99_ms: quantile_ms(&total, 0.99),
+        }
     }
 }
 
@@ -304,7 +425,7 @@ impl Metrics {
     ) {
         let class = usize::from((status / 100).clamp(1, 5) - 1);
         let record = |window: &Window, r: &RouteSeries| {
-            window.record(epoch_seconds(), status >= 500);
+            window.record(epoch_seconds(), status >= 500, took);
             r.record(class, took, &self.requests);
         };
         if let Ok(series) = self.series.read()
@@ -342,6 +463,21 @@ impl Metrics {
                 Some(v.window.rates(epoch_seconds()))
             })
             .unwrap_or((0.0, 0.0))
+    }
+
+    /// One version's last minute, second by second; all zeros for a version that served
+    /// nothing yet.
+    pub fn minute(&self, component: &str, version: &str) -> Minute {
+        let now = epoch_seconds();
+        self.series
+            .read()
+            .ok()
+            .and_then(|s| Some(s.get(component)?.get(version)?.window.minute(now)))
+            .unwrap_or_else(|| Minute {
+                seconds: vec![Second::default(); WINDOW],
+                p50_ms: None,
+                p99_ms: None,
+            })
     }
 
     /// A request refused by a rate limit keyed by `limit_by`.
@@ -415,6 +551,7 @@ impl Metrics {
             }
         }
         let mut scraped = prometheus_client::registry::Registry::default();
+        super::otel::register(&mut scraped);
         scraped.register("berth_instances_active", "Invocations running now", active);
         scraped.register(
             "berth_concurrency_limit",
@@ -465,6 +602,68 @@ mod tests {
         let (requests, errors) = metrics.rates("order", "abc");
         assert!((requests - 3.0 / 60.0).abs() < 1e-9, "{requests}");
         assert!((errors - 1.0 / 60.0).abs() < 1e-9, "{errors}");
+    }
+
+    #[test]
+    fn the_minute_charts_each_second_with_its_latency_quantiles() {
+        let window = Window::default();
+        let now = 1_000_000;
+        // 100 requests two seconds ago: 98 of 1 ms, 2 of 400 ms, one of them a 500.
+        for n in 0..100 {
+            let took = if n < 98 { 1_000 } else { 400_000 };
+            window.record(now - 2, n == 99, Duration::from_micros(took));
+        }
+        window.record(now, false, Duration::from_micros(50));
+        // Seen from a minute later, the old second has left the window.
+        assert!(
+            window
+                .minute(now + 60)
+                .seconds
+                .iter()
+                .all(|s| s.requests == 0)
+        );
+
+        let minute = window.minute(now);
+        assert_eq!(minute.seconds.len(), WINDOW);
+        let last = minute.seconds[WINDOW - 1];
+        assert_eq!((last.requests, last.errors), (1, 0));
+        assert!(last.p50_ms.is_some_and(|p| p < 0.1), "{last:?}");
+        let busy = minute.seconds[WINDOW - 3];
+        assert_eq!((busy.requests, busy.errors), (100, 1));
+        // Within the doubling bucket of the true value, never outside it.
+        let p50 = busy.p50_ms.unwrap();
+        assert!((0.8..=1.6).contains(&p50), "{p50}");
+        let p99 = busy.p99_ms.unwrap();
+        assert!((204.8..=409.6).contains(&p99), "{p99}");
+        assert_eq!(minute.seconds[WINDOW - 2], Second::default());
+        assert!(minute.p50_ms.unwrap() <= 1.6 && minute.p99_ms.unwrap() >= 204.8);
+    }
+
+    #[test]
+    fn latency_buckets_double_and_the_last_takes_the_rest() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(99), 0);
+        assert_eq!(latency_bucket(100), 1);
+        assert_eq!(latency_bucket(199), 1);
+        assert_eq!(latency_bucket(200), 2);
+        assert_eq!(latency_bucket(3_276_799), LATENCY_BUCKETS - 2);
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+        for i in 1..LATENCY_BUCKETS - 1 {
+            assert_eq!(latency_bucket(latency_bounds(i).0 as u64), i);
+            assert_eq!(latency_bucket(latency_bounds(i).1 as u64 - 1), i);
+        }
+        assert_eq!(quantile_ms(&[0; LATENCY_BUCKETS], 0.5), None);
+    }
+
+    #[test]
+    fn a_version_that_served_nothing_has_an_empty_minute() {
+        let metrics = Metrics::default();
+        metrics.request("order", "abc", "/r", 200, Duration::from_millis(2));
+        let minute = metrics.minute("order", "other");
+        assert_eq!(minute.seconds.len(), WINDOW);
+        assert_eq!(minute.p99_ms, None);
+        let served = metrics.minute("order", "abc");
+        assert_eq!(served.seconds.iter().map(|s| s.requests).sum::<u64>(), 1);
     }
 
     #[test]

@@ -2,21 +2,42 @@
 //! stdout/stderr turned into log events tagged with the component and the trace id.
 //!
 //! `BERTH_LOG` (or `RUST_LOG`) sets the filter, `info` by default; `BERTH_LOG_FORMAT=json`
-//! writes one JSON object per line for log shippers.
+//! writes one JSON object per line for log shippers. Spans and guest output go to an
+//! OpenTelemetry collector when the standard `OTEL_*` variables name one ([`otel`]).
 
 mod guest_log;
 pub mod metrics;
+pub mod otel;
+mod recent;
 mod trace_context;
 
 pub use guest_log::GuestOutput;
 pub use metrics::Metrics;
+pub use recent::RecentTraces;
 pub use trace_context::TraceContext;
 
 use std::io::IsTerminal as _;
+use std::sync::{Arc, LazyLock};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-pub fn init() {
+/// The target of guest stdout/stderr lines: the log records exported over OTLP.
+pub const GUEST_TARGET: &str = "berth::guest";
+
+static RECENT: LazyLock<Arc<RecentTraces>> = LazyLock::new(Default::default);
+
+/// The last traces this process recorded (see [`otel`] for when it records).
+pub fn recent_traces() -> &'static RecentTraces {
+    &RECENT
+}
+
+/// Installs logging and, when the `OTEL_*` variables ask for it, OTLP export. Call it
+/// inside the runtime; shut the returned providers down after serving, so the last spans
+/// reach the collector.
+pub fn init() -> Option<otel::Providers> {
     let filter = std::env::var("BERTH_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
@@ -24,17 +45,43 @@ pub fn init() {
         eprintln!("berth: ignoring the log filter `{filter}` ({e}); using `info`");
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let result = if std::env::var("BERTH_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().flatten_event(true).try_init()
+    let fmt = if std::env::var("BERTH_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt.json().flatten_event(true).with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(filter).boxed()
     };
+    let (providers, traces, logs) = match otel::setup(RECENT.clone()) {
+        Ok(setup) => {
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(setup.tracer)
+                .with_location(false)
+                .with_target(false)
+                .with_level(false)
+                .with_threads(false)
+                // Both cost on every poll of every instrumented future. Guest output, the
+                // one thing that needs the OpenTelemetry context current, attaches it itself.
+                .with_tracked_inactivity(false)
+                .with_context_activation(false);
+            (Some(setup.providers), Some(layer), setup.logs)
+        }
+        Err(e) => {
+            eprintln!("berth: not exporting telemetry: {e}");
+            (None, None, None)
+        }
+    };
+    let guest_lines =
+        tracing_subscriber::filter::Targets::new().with_target(GUEST_TARGET, tracing::Level::TRACE);
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(traces.map(|layer| layer.with_filter(otel::SpanFilter)))
+        .with(logs.map(|layer| layer.with_filter(guest_lines)))
+        .try_init();
     // A second init (tests start many hosts in one process) keeps the first subscriber.
     drop(result);
+    providers
 }
 
 /// A new request id: a v4 UUID from the thread-local generator (`Uuid::new_v4` would make a

@@ -3,6 +3,7 @@
 //! lands on all of them alike.
 
 pub mod hello;
+pub mod otel;
 pub mod real;
 pub mod saga;
 pub mod saga_fleet;

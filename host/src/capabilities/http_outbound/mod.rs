@@ -33,6 +33,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderValue;
+
+use crate::telemetry::otel;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 #[derive(Debug, Clone, Default)]
@@ -270,17 +272,26 @@ impl WasiHttpHooks for OutboundHttp {
             tracing::warn!(component = %self.component, "{denied}");
             return Box::new(std::future::ready(Err(HttpError::HttpRequestDenied)));
         }
-        request
-            .headers_mut()
-            .insert("traceparent", self.traceparent.clone());
         let host = request
             .uri()
             .host()
             .unwrap_or_default()
             .to_ascii_lowercase();
+        let method = request.method().clone();
         if host == EVENTS_HOST {
             let events = self.events.clone();
-            let span = tracing::info_span!("messaging.publish", component = %self.component);
+            // Each message carries the invocation's traceparent (see `Published`): its
+            // delivery is a child of the invocation that published it.
+            let span = tracing::debug_span!(
+                "publish",
+                otel.kind = "producer",
+                messaging.system = "berth",
+                messaging.operation.type = "send",
+                messaging.destination.name = tracing::field::Empty,
+            );
+            request
+                .headers_mut()
+                .insert("traceparent", self.traceparent.clone());
             return Box::new(tracing::Instrument::instrument(
                 async move {
                     let response = chaining::publish(events, request).await?;
@@ -295,10 +306,22 @@ impl WasiHttpHooks for OutboundHttp {
         if let Some(component) = host.strip_suffix(INTERNAL_SUFFIX) {
             let component = component.to_owned();
             let local = self.local.clone();
-            let span = tracing::info_span!("http.chained", component = %self.component, target = %component);
+            let span = tracing::debug_span!(
+                "chain",
+                otel.name = %format_args!("{method} {component}"),
+                otel.kind = "client",
+                http.request.method = %method,
+                server.address = %host,
+                http.response.status_code = tracing::field::Empty,
+                berth.target = %component,
+            );
+            let traceparent = otel::traceparent(&span, &self.traceparent);
+            request.headers_mut().insert("traceparent", traceparent);
             return Box::new(tracing::Instrument::instrument(
                 async move {
                     let response = chaining::send(local, &component, request).await?;
+                    tracing::Span::current()
+                        .record("http.response.status_code", response.status().as_u16());
                     Ok((
                         response,
                         Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>,
@@ -307,19 +330,26 @@ impl WasiHttpHooks for OutboundHttp {
                 span,
             ));
         }
+        // The host and status only: a URL's path and query may carry what the caller
+        // would not want in a trace.
         let span = tracing::info_span!(
             "http.outbound",
-            component = %self.component,
-            method = %request.method(),
-            host = request.uri().host().unwrap_or_default(),
-            status = tracing::field::Empty,
+            otel.name = %method,
+            otel.kind = "client",
+            http.request.method = %method,
+            server.address = %host,
+            server.port = request.uri().port_u16(),
+            http.response.status_code = tracing::field::Empty,
         );
+        let traceparent = otel::traceparent(&span, &self.traceparent);
+        request.headers_mut().insert("traceparent", traceparent);
         Box::new(tracing::Instrument::instrument(
             async move {
                 use http_body_util::BodyExt;
                 let (response, io) =
                     wasmtime_wasi_http::default_send_request(request, options).await?;
-                tracing::Span::current().record("status", response.status().as_u16());
+                tracing::Span::current()
+                    .record("http.response.status_code", response.status().as_u16());
                 Ok((
                     response.map(BodyExt::boxed_unsync),
                     Box::new(io) as Box<dyn Future<Output = _> + Send>,

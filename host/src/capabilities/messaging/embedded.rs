@@ -13,7 +13,10 @@ use sqlx::{Executor, Row};
 
 use super::outbox::now_ms;
 use super::subject::matches_any;
-use super::{Bus, BusError, DeadLetter, Delivery, Message, Settle, SubscribeOptions, Subscription};
+use super::{
+    Bus, BusError, DeadLetter, Delivery, Message, Redrive, Redriven, Settle, SubscribeOptions,
+    Subscription,
+};
 use crate::capabilities::sql::sqlite::open_pool;
 
 const SCHEMA: &str = "
@@ -47,8 +50,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     body BLOB NOT NULL,
     attempts INTEGER NOT NULL,
     error TEXT NOT NULL,
-    failed_at TEXT NOT NULL
+    failed_at TEXT NOT NULL,
+    traceparent TEXT
 );
+CREATE INDEX IF NOT EXISTS dead_letters_of ON dead_letters (grp, id);
 ";
 
 /// Settled messages are kept this long, so a relay that publishes the same message again
@@ -75,6 +80,18 @@ impl EmbeddedBus {
         // at a time anyway. Queueing for the connection is FIFO and wakes at once; several
         // connections contending for the write lock sleep in SQLite's busy handler.
         let pool = open_pool(&dir.join("bus.db"), 1).await?;
+        // A dead letters table from before redrive lacks the traceparent a redrive keeps.
+        let old_dead_letters: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'dead_letters')
+             AND NOT EXISTS (SELECT 1 FROM pragma_table_info('dead_letters')
+                             WHERE name = 'traceparent')",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if old_dead_letters {
+            pool.execute("ALTER TABLE dead_letters ADD COLUMN traceparent TEXT")
+                .await?;
+        }
         pool.execute(SCHEMA).await?;
         // Leases belong to the process that took them; whatever the last one held is due.
         sqlx::query("UPDATE deliveries SET leased_until = 0")
@@ -239,6 +256,72 @@ impl Bus for EmbeddedBus {
         Ok(letters)
     }
 
+    async fn redrive(&self, group: &str, id: &str) -> Result<Redrive, BusError> {
+        let shared = &self.shared;
+        let now = now_ms();
+        let mut tx = shared
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed)?;
+        let Some(dead) = sqlx::query(
+            "SELECT subject, body, traceparent FROM dead_letters
+             WHERE grp = ? AND id = ? ORDER BY n DESC LIMIT 1",
+        )
+        .bind(group)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(failed)?
+        else {
+            return Ok(Redrive::NotFound);
+        };
+        let subject: String = dead.try_get("subject").map_err(failed)?;
+        // The message itself is forgotten once settled everywhere and older than the dedupe
+        // window: store it again from the dead letter (a row still there is the same message).
+        sqlx::query(
+            "INSERT INTO messages (id, subject, traceparent, body, published_at)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&subject)
+        .bind(
+            dead.try_get::<Option<String>, _>("traceparent")
+                .map_err(failed)?,
+        )
+        .bind(dead.try_get::<Vec<u8>, _>("body").map_err(failed)?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        // A delivery row for this group alone, as if just published: attempt 0 is taken
+        // as attempt 1. Other groups keep none, so those that handled it never see it again.
+        sqlx::query(
+            "INSERT INTO deliveries (grp, seq, due_at)
+             SELECT ?, seq, ? FROM messages WHERE id = ?
+             ON CONFLICT (grp, seq) DO NOTHING",
+        )
+        .bind(group)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        sqlx::query("DELETE FROM dead_letters WHERE grp = ? AND id = ?")
+            .bind(group)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        shared.published.send_modify(|n| *n += 1);
+        Ok(Redrive::Redriven(Redriven {
+            group: group.to_owned(),
+            id: id.to_owned(),
+            subject,
+        }))
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         self.shared
             .pool
@@ -385,8 +468,9 @@ impl Settle for EmbeddedSettle {
         let failed_at = crate::telemetry::rfc3339_now();
         let mut tx = self.shared.pool.begin().await.map_err(failed)?;
         sqlx::query(
-            "INSERT INTO dead_letters (id, grp, subject, body, attempts, error, failed_at)
-             SELECT m.id, d.grp, m.subject, m.body, d.attempt, ?, ?
+            "INSERT INTO dead_letters
+                 (id, grp, subject, body, attempts, error, failed_at, traceparent)
+             SELECT m.id, d.grp, m.subject, m.body, d.attempt, ?, ?, m.traceparent
              FROM deliveries d JOIN messages m ON m.seq = d.seq
              WHERE d.grp = ? AND d.seq = ?",
         )
@@ -471,6 +555,90 @@ mod tests {
             ("h", 1, "it broke")
         );
         assert!(next(&mut other).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_redriven_dead_letter_goes_back_to_its_group_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path()).await.unwrap();
+        let mut handled = bus.subscribe("g", &["a.*".into()], OPTIONS).await.unwrap();
+        let mut failing = bus.subscribe("h", &["a.x".into()], OPTIONS).await.unwrap();
+        bus.publish(&[message("1", "a.x")]).await.unwrap();
+        next(&mut handled)
+            .await
+            .unwrap()
+            .settle
+            .ack()
+            .await
+            .unwrap();
+        let dead = next(&mut failing).await.unwrap();
+        dead.settle.retry(Duration::ZERO).await.unwrap();
+        let dead = next(&mut failing).await.unwrap();
+        assert_eq!(dead.attempt, 2);
+        dead.settle.dead_letter("it broke").await.unwrap();
+        // Settled everywhere and forgotten, as after the dedupe window: the dead letter
+        // alone holds the message now.
+        sqlx::query("DELETE FROM messages")
+            .execute(&bus.shared.pool)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            bus.redrive("g", "1").await.unwrap(),
+            Redrive::NotFound,
+            "g handled it"
+        );
+        assert_eq!(
+            bus.redrive("h", "1").await.unwrap(),
+            Redrive::Redriven(Redriven {
+                group: "h".into(),
+                id: "1".into(),
+                subject: "a.x".into(),
+            })
+        );
+        assert!(bus.dead_letters().await.unwrap().is_empty());
+        let again = next(&mut failing).await.expect("redriven to h");
+        assert_eq!(
+            again.message,
+            message("1", "a.x"),
+            "same id, body, traceparent"
+        );
+        assert_eq!(again.attempt, 1, "attempts start over");
+        again.settle.ack().await.unwrap();
+        assert!(next(&mut handled).await.is_none(), "g never sees it again");
+        assert!(next(&mut failing).await.is_none());
+        assert_eq!(bus.redrive("h", "1").await.unwrap(), Redrive::NotFound);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_kept_before_redrive_existed_can_be_redriven() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let pool = open_pool(&dir.path().join("bus.db"), 1).await.unwrap();
+            pool.execute(
+                "CREATE TABLE dead_letters (
+                    n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, grp TEXT NOT NULL,
+                    subject TEXT NOT NULL, body BLOB NOT NULL, attempts INTEGER NOT NULL,
+                    error TEXT NOT NULL, failed_at TEXT NOT NULL);
+                 INSERT INTO dead_letters (id, grp, subject, body, attempts, error, failed_at)
+                 VALUES ('1', 'h', 'a.x', x'7b7d', 5, 'old', '2024-01-01T00:00:00Z');",
+            )
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let bus = EmbeddedBus::open(dir.path()).await.unwrap();
+        let mut sub = bus.subscribe("h", &["a.x".into()], OPTIONS).await.unwrap();
+        assert!(matches!(
+            bus.redrive("h", "1").await.unwrap(),
+            Redrive::Redriven(_)
+        ));
+        let again = next(&mut sub).await.expect("redriven");
+        assert_eq!(
+            (again.message.body.as_slice(), again.attempt),
+            (&b"{}"[..], 1)
+        );
+        assert_eq!(again.message.traceparent, None);
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ mod published;
 pub mod subject;
 mod wit;
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,23 @@ pub struct DeadLetter {
     pub failed_at: String,
 }
 
+/// What became of a request to redrive a dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redrive {
+    /// Due again for its group alone, from a first attempt, with its id and traceparent.
+    Redriven(Redriven),
+    /// The group has no dead letter with that id (never had, or it was redriven already).
+    NotFound,
+}
+
+/// A dead letter sent back to its group.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Redriven {
+    pub group: String,
+    pub id: String,
+    pub subject: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The bus cannot be reached now; the caller keeps the messages and tries again.
@@ -114,6 +132,14 @@ pub trait Bus: Send + Sync {
     ) -> Result<Box<dyn Subscription>, BusError>;
     /// Every dead letter, oldest first.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BusError>;
+    /// Sends `group`'s dead letter `id` back to that group only (groups that handled the
+    /// message never see it again), due now and counting attempts from 1, and removes it
+    /// from the dead letters. The group's inbox never recorded it (it failed), so it runs.
+    /// A bus that keeps no dead letters finds none.
+    async fn redrive(&self, group: &str, id: &str) -> Result<Redrive, BusError> {
+        let _ = (group, id);
+        Ok(Redrive::NotFound)
+    }
     /// Answers when the bus can take messages (for `/readyz`).
     async fn ping(&self) -> Result<(), BusError>;
 }
@@ -151,6 +177,40 @@ pub async fn build(config: &Config, app: &str, data_dir: &Path) -> anyhow::Resul
     })
 }
 
+/// A dead letter's group or id as one segment of an admin API path, which must be spelled
+/// without percent-encoding: as it is when it is made of letters, digits, `-`, `_`, `.`,
+/// `:` and `@` (host-made ids and groups are), else `~` and its unpadded base64url (an id
+/// another NATS publisher chose may hold anything).
+pub fn path_segment(text: &str) -> Cow<'_, str> {
+    let plain = !text.is_empty()
+        && text != "."
+        && text != ".."
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    if plain {
+        Cow::Borrowed(text)
+    } else {
+        use base64::Engine as _;
+        Cow::Owned(format!(
+            "~{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+        ))
+    }
+}
+
+/// The group or id a [`path_segment`] names; `None` for a `~` that is not base64url of UTF-8.
+pub fn from_path_segment(segment: &str) -> Option<Cow<'_, str>> {
+    let Some(encoded) = segment.strip_prefix('~') else {
+        return Some(Cow::Borrowed(segment));
+    };
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    String::from_utf8(bytes).ok().map(Cow::Owned)
+}
+
 /// A body for people to read: the text when it is UTF-8, else base64.
 pub(crate) fn printable(body: &[u8]) -> String {
     match std::str::from_utf8(body) {
@@ -159,5 +219,38 @@ pub(crate) fn printable(body: &[u8]) -> String {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(body)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_group_or_id_survives_an_exact_admin_path() {
+        for text in [
+            "0190b3c1-7f2a-7c3e-9a1b-2c3d4e5f6a7b",
+            "BERTH_SHOP_EVENTS:42",
+            "order_group-1",
+            "a/b%2F..",
+            "~tilde",
+            "..",
+            "héllo wörld?#",
+        ] {
+            let segment = path_segment(text);
+            assert!(
+                !segment.contains(['/', '%', '?', '#']) && !matches!(&*segment, "" | "." | ".."),
+                "{text} -> {segment}"
+            );
+            let path = format!("/admin/v1/dead-letters/g/{segment}/redrive");
+            assert_eq!(
+                crate::triggers::http::path::exact(&path),
+                Ok(path.as_str()),
+                "{text}"
+            );
+            assert_eq!(from_path_segment(&segment).as_deref(), Some(text));
+        }
+        assert_eq!(path_segment("BERTH_SHOP_EVENTS:42"), "BERTH_SHOP_EVENTS:42");
+        assert_eq!(from_path_segment("~!!"), None);
     }
 }

@@ -72,6 +72,8 @@ impl Published {
                 format!("one invocation may publish at most {MAX_MESSAGES} events"),
             ));
         }
+        // The publish span (HTTP POST or wasmcloud publish) names the event type.
+        tracing::Span::current().record("messaging.destination.name", subject.as_str());
         messages.push(Message {
             id: uuid::Uuid::now_v7().to_string(),
             subject,

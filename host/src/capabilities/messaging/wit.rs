@@ -214,7 +214,14 @@ impl consumer::Host for MessagingView<'_> {
         &mut self,
         msg: messaging_types::BrokerMessage,
     ) -> wasmtime::Result<Result<(), String>> {
-        let _span = tracing::info_span!("messaging.publish", subject = %msg.subject).entered();
+        let _span = tracing::debug_span!(
+            "publish",
+            otel.kind = "producer",
+            messaging.system = "berth",
+            messaging.operation.type = "send",
+            messaging.destination.name = tracing::field::Empty,
+        )
+        .entered();
         let result = self.session.publish(msg);
         if let Err(e) = &result {
             tracing::warn!("publish refused: {e}");

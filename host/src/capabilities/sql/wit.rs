@@ -45,6 +45,14 @@ impl SqlSession {
         self.unavailable.take()
     }
 
+    /// `db.system.name` of the database behind `label`.
+    fn system(&self, label: &str) -> &'static str {
+        match self.grants.get(label).map(|db| db.dialect()) {
+            Some(super::Dialect::Postgres) => "postgresql",
+            _ => "sqlite",
+        }
+    }
+
     async fn work(&mut self, label: &str) -> Result<&mut Work, SqlError> {
         if !self.open.contains_key(label) {
             let db = self
@@ -141,7 +149,18 @@ impl sqlite::HostConnection for SqlView<'_> {
         parameters: Vec<sqlite::Value>,
     ) -> wasmtime::Result<Result<sqlite::QueryResult, sqlite::Error>> {
         let label = self.table.get(&this)?.label.clone();
-        let span = tracing::info_span!("sql.execute", db = %label, rows = tracing::field::Empty);
+        // The kind of statement and the database, never the statement's text or values.
+        // Debug level: a span per statement is formatted only when someone records it.
+        let span = tracing::debug_span!(
+            "sql.execute",
+            otel.name = %format_args!("{} {label}", operation(&statement)),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = self.session.system(&label),
+            db.operation.name = operation(&statement),
+            db.namespace = %label,
+            db.response.returned_rows = tracing::field::Empty,
+        );
         let params = parameters.into_iter().map(Value::from).collect();
         let result = async {
             let work = self.session.work(&label).await?;
@@ -151,7 +170,7 @@ impl sqlite::HostConnection for SqlView<'_> {
         .await;
         Ok(match result {
             Ok(rows) => {
-                span.record("rows", rows.rows.len());
+                span.record("db.response.returned_rows", rows.rows.len());
                 Ok(sqlite::QueryResult {
                     columns: rows.columns,
                     rows: rows
@@ -163,8 +182,12 @@ impl sqlite::HostConnection for SqlView<'_> {
                         .collect(),
                 })
             }
-            Err(SqlError::Statement(message)) => Err(sqlite::Error::Io(message)),
+            Err(SqlError::Statement(message)) => {
+                span.record("otel.status_code", "error");
+                Err(sqlite::Error::Io(message))
+            }
             Err(SqlError::Unavailable(reason)) => {
+                span.record("otel.status_code", "error");
                 tracing::warn!(parent: &span, error = %reason, "database unavailable");
                 let message = format!("database unavailable: {reason}");
                 self.session.unavailable.get_or_insert(reason);
@@ -200,5 +223,39 @@ impl From<Value> for sqlite::Value {
             Value::Blob(b) => sqlite::Value::Blob(b),
             Value::Null => sqlite::Value::Null,
         }
+    }
+}
+
+/// The statement's first keyword, upper-cased (`SELECT`, `INSERT`, …); `SQL` for anything
+/// else, so a span never carries the statement's text.
+fn operation(statement: &str) -> &'static str {
+    const KNOWN: [&str; 14] = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "WITH", "BEGIN",
+        "COMMIT", "ROLLBACK", "PRAGMA", "REPLACE", "UPSERT",
+    ];
+    let word = statement
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    KNOWN
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(word))
+        .unwrap_or("SQL")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_span_names_the_kind_of_statement_and_nothing_of_its_text() {
+        assert_eq!(super::operation("  select * from users"), "SELECT");
+        assert_eq!(super::operation("INSERT INTO t VALUES (1)"), "INSERT");
+        assert_eq!(
+            super::operation("with x as (select 1) select * from x"),
+            "WITH"
+        );
+        assert_eq!(super::operation("'; DROP TABLE users; --"), "SQL");
+        assert_eq!(super::operation("password123"), "SQL");
+        assert_eq!(super::operation(""), "SQL");
     }
 }

@@ -27,7 +27,7 @@ use crate::registry::http::{Commit, RequestIds, chained_headers, invoke};
 use crate::registry::invocation::{self, Failure};
 use crate::registry::{Registry, Slot};
 use crate::state::Finished;
-use crate::telemetry::TraceContext;
+use crate::telemetry::{TraceContext, otel};
 
 /// Time a delivery may stay unsettled beyond the handler's deadline before the bus hands
 /// it out again.
@@ -155,18 +155,26 @@ impl Consumer {
             attempt,
             settle,
         } = delivery;
+        // A consumer span under the invocation that published the message, so a saga is
+        // one trace from the first request to the last event.
         let span = tracing::info_span!(
-            "message",
-            component = %self.slot.id,
-            subject = %message.subject,
-            message_id = %message.id,
-            attempt,
+            "deliver",
+            otel.name = %format_args!("{} process", message.subject),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.operation.type = "process",
+            messaging.destination.name = %message.subject,
+            messaging.message.id = %message.id,
+            messaging.consumer.group.name = %self.group,
+            berth.delivery.attempt = attempt,
+            berth.component = %self.slot.id,
         );
+        let trace = otel::hop(&span, message.traceparent.as_deref().map(str::as_bytes));
         async {
             let result = match outbox::was_handled(&self.inbox, &message.id).await {
                 Ok(true) => Ok(Finished::Duplicate),
                 Ok(false) => match self.route_of(&message.subject) {
-                    Some(uri) => self.post(uri.clone(), &message, permit).await,
+                    Some(uri) => self.post(uri.clone(), &message, permit, trace).await,
                     None => {
                         invocation::handle_message(
                             &self.registry,
@@ -175,13 +183,18 @@ impl Consumer {
                             &message,
                             None,
                             true,
+                            trace,
                         )
                         .await
                     }
                 },
                 Err(e) => Err(Failure::Failed(format!("cannot read its inbox: {e}"))),
             };
-            let settled = match settlement(result, attempt, self.max_attempts, &self.slot.id) {
+            let settlement = settlement(result, attempt, self.max_attempts, &self.slot.id);
+            if !matches!(settlement, Settlement::Ack) {
+                tracing::Span::current().record("otel.status_code", "error");
+            }
+            let settled = match settlement {
                 Settlement::Ack => settle.ack().await,
                 Settlement::Retry(delay) => settle.retry(delay).await,
                 Settlement::DeadLetter(error) => settle.dead_letter(&error).await,
@@ -211,10 +224,9 @@ impl Consumer {
         uri: Uri,
         message: &Message,
         permit: OwnedSemaphorePermit,
+        trace: TraceContext,
     ) -> Result<Finished, Failure> {
         let (headers, body) = cloudevents::binary(message, &self.app_source);
-        let trace =
-            TraceContext::continue_or_start(message.traceparent.as_deref().map(str::as_bytes));
         let ids = RequestIds {
             request_id: crate::telemetry::request_id(),
             trace_id: trace.trace_id_hex().into(),

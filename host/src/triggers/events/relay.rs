@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::capabilities::messaging::{Bus, backoff, outbox};
 use crate::capabilities::sql::Database;
+use crate::telemetry::otel;
 
 const SWEEP: Duration = Duration::from_secs(1);
 const BATCH: usize = 256;
@@ -80,8 +82,25 @@ impl Relay {
             if read.is_empty() {
                 return Ok(moved);
             }
-            self.bus.publish(&messages).await?;
-            outbox::remove(&self.db, &read).await?;
+            // Its own trace, linked to each message's: a batch serves many sagas.
+            let span = tracing::debug_span!(
+                "relay",
+                otel.name = "relay publish",
+                otel.kind = "producer",
+                messaging.operation.type = "send",
+                messaging.batch.message_count = messages.len(),
+                berth.component = %self.component,
+            );
+            for message in &messages {
+                otel::link(&span, message.traceparent.as_deref());
+            }
+            async {
+                self.bus.publish(&messages).await?;
+                outbox::remove(&self.db, &read).await?;
+                anyhow::Ok(())
+            }
+            .instrument(span)
+            .await?;
             moved += messages.len();
         }
     }

@@ -35,7 +35,7 @@ use crate::registry::http::{
     strip_host_headers,
 };
 use crate::registry::{Registry, Slot};
-use crate::telemetry::TraceContext;
+use crate::telemetry::otel;
 use auth::JwtVerifier;
 use cors::Cors;
 use rate_limit::{Limited, RateLimits, Standing};
@@ -186,7 +186,22 @@ impl Gateway {
 
     pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<Body> {
         let started = std::time::Instant::now();
-        let trace = TraceContext::continue_or_start(
+        // Debug level: formatting a span's fields for every request is a measurable share
+        // of a small request's cost. Failures are logged with their trace id regardless;
+        // an OpenTelemetry collector or a watching dashboard records it at any level.
+        let span = tracing::debug_span!(
+            "request",
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            url.path = %request.uri().path(),
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            berth.component = tracing::field::Empty,
+            berth.version = tracing::field::Empty,
+        );
+        let trace = otel::hop(
+            &span,
             request
                 .headers()
                 .get(TRACEPARENT)
@@ -205,19 +220,6 @@ impl Gateway {
             trace_id: trace.trace_id_hex().into(),
             traceparent: trace.header(),
         };
-        // Debug level: formatting a span's fields for every request is a measurable share
-        // of a small request's cost. Failures are logged with their trace id regardless.
-        let span = tracing::debug_span!(
-            "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            route = tracing::field::Empty,
-            component = tracing::field::Empty,
-            version = tracing::field::Empty,
-            status = tracing::field::Empty,
-            trace_id = %ids.trace_id,
-            request_id = ?ids.request_id,
-        );
         let mut routed = Routed::default();
         let origin = self
             .cors
@@ -242,6 +244,9 @@ impl Gateway {
             .get(VERSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
+        if !version.is_empty() {
+            span.record("berth.version", version);
+        }
         self.metrics.request(
             routed.component.as_deref().unwrap_or_default(),
             version,
@@ -261,7 +266,10 @@ impl Gateway {
             headers.remove(VERSION_HEADER);
         }
         let status = response.status().as_u16();
-        span.record("status", status);
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
         // An access log line per request costs a formatted write to stderr on the hot path;
         // `BERTH_LOG=berth=debug` turns it on, /metrics counts every request regardless.
         tracing::debug!(parent: &span, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
@@ -314,8 +322,11 @@ impl Gateway {
             return Err(no_route());
         }
         let span = tracing::Span::current();
-        span.record("route", tracing::field::display(pattern));
-        span.record("component", &*target.slot.id);
+        span.record("http.route", tracing::field::display(pattern));
+        span.record("berth.component", &*target.slot.id);
+        if otel::recording() {
+            otel::rename(&span, format!("{} {pattern}", request.method()));
+        }
         routed.component = Some(target.slot.id.clone());
         routed.route = Some(target.raw_route.clone());
 

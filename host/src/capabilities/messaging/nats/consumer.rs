@@ -28,13 +28,13 @@ enum Round {
 /// out NATS outages: a failure is logged once, then retried with backoff.
 pub(super) async fn pull_loop(
     shared: Arc<Shared>,
-    config: pull::Config,
+    config: Consumer,
     consumer: PullConsumer,
     group: Arc<str>,
     sender: mpsc::Sender<Delivery>,
     batch: usize,
 ) {
-    let name = config.durable_name.clone().unwrap_or_default();
+    let name = config.config.durable_name.clone().unwrap_or_default();
     let mut connections = shared.connections.subscribe();
     let mut consumer = Some(consumer);
     let mut waits = crate::capabilities::messaging::backoff::RECONNECT.waits();
@@ -138,6 +138,9 @@ pub(super) struct NatsSettle {
     /// Kept for the dead letter.
     pub(super) message: Message,
     pub(super) attempt: u32,
+    /// `<stream>:<sequence>` of the delivered message: the same for every redelivery of it,
+    /// different once it is redriven.
+    pub(super) stored_as: Option<String>,
 }
 
 impl NatsSettle {
@@ -168,8 +171,17 @@ impl Settle for NatsSettle {
         shared.ensure_streams().await?;
         let message = &self.message;
         let mut headers = HeaderMap::new();
-        // Dead-lettering the same delivery again (the term below was lost) stores it once.
-        headers.insert(MSG_ID, one_line(&format!("{}:{}", self.group, message.id)));
+        // Dead-lettering the same stored message again (the term below was lost) stores it
+        // once; the same message redriven and failing again within the duplicate window is
+        // another stored message, so it is not dropped as a duplicate.
+        let stored_as = self
+            .stored_as
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        headers.insert(
+            MSG_ID,
+            one_line(&format!("{}:{}:{stored_as}", self.group, message.id)),
+        );
         headers.insert(DEAD_ID, one_line(&message.id));
         headers.insert(DEAD_GROUP, one_line(&self.group));
         headers.insert(DEAD_SUBJECT, one_line(&message.subject));
@@ -179,11 +191,7 @@ impl Settle for NatsSettle {
         if let Some(traceparent) = &message.traceparent {
             headers.insert(TRACEPARENT, one_line(traceparent));
         }
-        let mut token = sanitize(&self.group);
-        if token.is_empty() {
-            token.push('_');
-        }
-        let subject = format!("{}{token}", shared.names.dead_prefix);
+        let subject = shared.names.dead_subject(&self.group);
         shared
             .publish_acked(subject, headers, message.body.clone())
             .await?;

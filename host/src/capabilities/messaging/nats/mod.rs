@@ -1,7 +1,14 @@
-//! The NATS JetStream bus. Each app gets a file-backed stream of its events and one of its dead
-//! letters; a consumer group is a set of durable pull consumers on the events stream, one per
-//! subscribed pattern (JetStream 2.9 filters a consumer on a single subject), so the server
-//! keeps every group's position and pending redeliveries across host restarts.
+//! The NATS JetStream bus. Each app gets a file-backed stream of its events, one of its dead
+//! letters and one of redriven dead letters; a consumer group is a set of durable pull
+//! consumers on the events stream, one per subscribed pattern (JetStream 2.9 filters a
+//! consumer on a single subject), plus one on the redrive stream for its own subject there,
+//! so the server keeps every group's position and pending redeliveries across host restarts.
+//!
+//! | stream | subjects | holds |
+//! |---|---|---|
+//! | `BERTH_<APP>_EVENTS` | `berth.<app>.events.<subject>` | every published message, for every group |
+//! | `BERTH_<APP>_DEAD` | `berth.<app>.dead.<group>` | a group's dead letters, described by `Berth-*` headers |
+//! | `BERTH_<APP>_REDRIVE` | `berth.<app>.redrive.<group>.<subject>` | dead letters sent back, each for its one group |
 
 use std::future::IntoFuture as _;
 use std::sync::Arc;
@@ -16,7 +23,10 @@ use async_nats::{Event, HeaderMap};
 use futures::StreamExt as _;
 use tokio::sync::{Mutex, mpsc, watch};
 
-use super::{Bus, BusError, DeadLetter, Delivery, Message, Settle, SubscribeOptions, Subscription};
+use super::{
+    Bus, BusError, DeadLetter, Delivery, Message, Redrive, Redriven, Settle, SubscribeOptions,
+    Subscription,
+};
 
 mod consumer;
 
@@ -74,10 +84,14 @@ struct Shared {
 struct Names {
     events_stream: String,
     dead_stream: String,
+    redrive_stream: String,
     /// `berth.<prefix>.events.`, prepended to every subject on the wire.
     events_prefix: String,
     /// `berth.<prefix>.dead.`, followed by the group.
     dead_prefix: String,
+    /// `berth.<prefix>.redrive.`, followed by the group and the message's subject: apart from
+    /// the events, so that no other group's consumer (`>` included) ever matches it.
+    redrive_prefix: String,
 }
 
 impl Names {
@@ -86,10 +100,32 @@ impl Names {
         Names {
             events_stream: format!("BERTH_{upper}_EVENTS"),
             dead_stream: format!("BERTH_{upper}_DEAD"),
+            redrive_stream: format!("BERTH_{upper}_REDRIVE"),
             events_prefix: format!("berth.{token}.events."),
             dead_prefix: format!("berth.{token}.dead."),
+            redrive_prefix: format!("berth.{token}.redrive."),
         }
     }
+
+    /// Where `group`'s dead letters are stored.
+    fn dead_subject(&self, group: &str) -> String {
+        format!("{}{}", self.dead_prefix, group_token(group))
+    }
+
+    /// `berth.<prefix>.redrive.<group>.`: what `group`'s redrive consumer takes.
+    fn redrive_group_prefix(&self, group: &str) -> String {
+        format!("{}{}.", self.redrive_prefix, group_token(group))
+    }
+}
+
+/// A group as one subject token. Groups are letters, digits, `-` and `_` (checked at load),
+/// so this is the group itself.
+fn group_token(group: &str) -> String {
+    let mut token = sanitize(group);
+    if token.is_empty() {
+        token.push('_');
+    }
+    token
 }
 
 impl NatsBus {
@@ -196,6 +232,13 @@ impl Shared {
                 format!("{}>", names.dead_prefix),
                 DEAD_MAX_AGE,
             ),
+            // Redriven messages age like events, for the same reason (a recreated consumer
+            // replays them, and the inbox must still know those it handled).
+            (
+                &names.redrive_stream,
+                format!("{}>", names.redrive_prefix),
+                EVENTS_MAX_AGE,
+            ),
         ] {
             self.js
                 .get_or_create_stream(stream::Config {
@@ -220,6 +263,40 @@ impl Shared {
         }
         self.streams_ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// `group`'s dead letter `id` (as [`dead_letter`] names it), oldest first: each request
+    /// skips to the group's next one, so redriving a whole list oldest first finds each at
+    /// once.
+    async fn find_dead_letter(
+        &self,
+        dead: &stream::Stream,
+        group: &str,
+        id: &str,
+    ) -> Result<Option<jetstream::message::StreamMessage>, BusError> {
+        let subject = self.names.dead_subject(group);
+        let mut from = 1;
+        loop {
+            let message = match dead.get_first_raw_message_by_subject(&subject, from).await {
+                Ok(message) => message,
+                Err(e)
+                    if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => {
+                    return Err(BusError::Unavailable(format!(
+                        "reading the dead letters from NATS at {}: {e}",
+                        self.url
+                    )));
+                }
+            };
+            let letter = dead_letter(&self.names, message.clone());
+            if letter.group == group && letter.id == id {
+                return Ok(Some(message));
+            }
+            from = message.sequence + 1;
+        }
     }
 
     fn stream_missing(&self) {
@@ -266,34 +343,38 @@ impl Shared {
         }
     }
 
-    fn consumer_config(
-        &self,
-        group: &str,
-        pattern: &str,
-        options: SubscribeOptions,
-    ) -> pull::Config {
-        pull::Config {
-            durable_name: Some(durable_name(group, pattern)),
-            description: Some(format!("berth consumer group {group} on {pattern}")),
-            // A group that subscribes late still gets what the stream holds and it never acked.
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: options.lease,
-            // The host counts attempts and dead-letters; the server never gives up on its own.
-            max_deliver: -1,
-            filter_subject: format!("{}{pattern}", self.names.events_prefix),
-            // Room for a batch queued, a batch being handled, and messages waiting on a retry.
-            max_ack_pending: i64::try_from(options.batch.max(1).saturating_mul(4).max(256))
-                .unwrap_or(i64::MAX),
-            ..Default::default()
+    /// `group`'s consumer of the events stream for `pattern`.
+    fn consumer_config(&self, group: &str, pattern: &str, options: SubscribeOptions) -> Consumer {
+        Consumer {
+            stream: self.names.events_stream.clone(),
+            config: pull_config(
+                durable_name(group, pattern),
+                format!("berth consumer group {group} on {pattern}"),
+                format!("{}{pattern}", self.names.events_prefix),
+                options,
+            ),
+        }
+    }
+
+    /// `group`'s consumer of the redrive stream: its own dead letters sent back.
+    fn redrive_consumer_config(&self, group: &str, options: SubscribeOptions) -> Consumer {
+        Consumer {
+            stream: self.names.redrive_stream.clone(),
+            config: pull_config(
+                // On a stream of its own: no pattern's consumer can share its name.
+                durable_name(group, ""),
+                format!("berth consumer group {group} on its redriven dead letters"),
+                format!("{}>", self.names.redrive_group_prefix(group)),
+                options,
+            ),
         }
     }
 
     /// Creates the durable consumer, or updates it when its settings changed (lease, batch).
     /// A change the server refuses to apply in place replaces the consumer.
-    async fn upsert_consumer(&self, config: &pull::Config) -> Result<PullConsumer, BusError> {
+    async fn upsert_consumer(&self, consumer: &Consumer) -> Result<PullConsumer, BusError> {
         self.ensure_streams().await?;
-        let stream = &self.names.events_stream;
+        let Consumer { stream, config } = consumer;
         let name = config.durable_name.as_deref().unwrap_or_default();
         match self
             .js
@@ -364,15 +445,26 @@ impl Shared {
                 .and_then(|h| h.get(name))
                 .map(|v| v.as_str().to_owned())
         };
+        let wire = message.subject.as_str();
+        // A redriven dead letter (`redrive.<group>.<subject>`, only ever pulled by its own
+        // group's consumer) carries its id apart from `Nats-Msg-Id`, which must differ from
+        // the original publish's for the stream not to drop it as a duplicate.
+        let redriven = wire
+            .strip_prefix(self.names.redrive_prefix.as_str())
+            .and_then(|rest| rest.split_once('.'));
+        let (subject, id) = match redriven {
+            Some((_group, subject)) => (subject, header(DEAD_ID)),
+            None => (
+                wire.strip_prefix(self.names.events_prefix.as_str())
+                    .unwrap_or(wire),
+                header(MSG_ID),
+            ),
+        };
+        let subject = subject.to_owned();
         // Published by someone other than berth: the stream position still identifies it.
-        let id = header(MSG_ID)
-            .or(stored_as)
+        let id = id
+            .or_else(|| stored_as.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let subject = message.subject.as_str();
-        let subject = subject
-            .strip_prefix(self.names.events_prefix.as_str())
-            .unwrap_or(subject)
-            .to_owned();
         let message = Message {
             id,
             subject,
@@ -388,6 +480,7 @@ impl Shared {
                 group: group.clone(),
                 message,
                 attempt,
+                stored_as,
             }),
         }
     }
@@ -446,15 +539,14 @@ impl Bus for NatsBus {
     ) -> Result<Box<dyn Subscription>, BusError> {
         let shared = &self.shared;
         shared.require_connected()?;
-        let mut configs: Vec<pull::Config> = Vec::new();
+        let mut configs: Vec<Consumer> = vec![shared.redrive_consumer_config(group, options)];
         for pattern in patterns {
             // The server answers a malformed filter with silence, which would read as an outage.
             super::subject::check(pattern, true).map_err(BusError::Failed)?;
             let config = shared.consumer_config(group, pattern, options);
-            if !configs
-                .iter()
-                .any(|c| c.durable_name == config.durable_name)
-            {
+            if !configs.iter().any(|c| {
+                (&c.stream, &c.config.durable_name) == (&config.stream, &config.config.durable_name)
+            }) {
                 configs.push(config);
             }
         }
@@ -523,6 +615,61 @@ impl Bus for NatsBus {
         Ok(letters)
     }
 
+    async fn redrive(&self, group: &str, id: &str) -> Result<Redrive, BusError> {
+        let shared = &self.shared;
+        shared.ensure_streams().await?;
+        shared.require_connected()?;
+        let dead = shared
+            .js
+            .get_stream(&shared.names.dead_stream)
+            .await
+            .map_err(|e| shared.get_stream_error(&shared.names.dead_stream, e))?;
+        let Some(letter) = shared.find_dead_letter(&dead, group, id).await? else {
+            return Ok(Redrive::NotFound);
+        };
+        let header = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_owned());
+        let Some(subject) = header(DEAD_SUBJECT) else {
+            return Err(BusError::Failed(format!(
+                "the dead letter {id} of group {group} has no {DEAD_SUBJECT} header (berth did not write it), so its subject is unknown: publish it again instead"
+            )));
+        };
+        super::subject::check(&subject, false).map_err(BusError::Failed)?;
+        let mut headers = HeaderMap::new();
+        // One id per dead letter stored: a redrive that is retried (the delete below was
+        // lost) is stored once, while the original publish's id would be dropped as a
+        // duplicate within the window.
+        headers.insert(
+            MSG_ID,
+            format!("{}:{}", shared.names.dead_stream, letter.sequence),
+        );
+        headers.insert(DEAD_ID, one_line(id));
+        headers.insert(DEAD_GROUP, one_line(group));
+        if let Some(traceparent) = header(TRACEPARENT) {
+            headers.insert(TRACEPARENT, one_line(&traceparent));
+        }
+        shared
+            .publish_acked(
+                format!("{}{subject}", shared.names.redrive_group_prefix(group)),
+                headers,
+                letter.payload.to_vec(),
+            )
+            .await?;
+        // Stored for the group: now it is no longer dead. Should this fail, the letter stays
+        // listed and a second redrive is harmless: the stream drops the copy in the window,
+        // and the group's inbox skips it once handled after that.
+        dead.delete_message(letter.sequence).await.map_err(|e| {
+            BusError::Unavailable(format!(
+                "redriven, but the dead letter {id} of group {group} could not be removed from NATS at {}: {e}",
+                shared.url
+            ))
+        })?;
+        Ok(Redrive::Redriven(Redriven {
+            group: group.to_owned(),
+            id: id.to_owned(),
+            subject,
+        }))
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         let shared = &self.shared;
         shared.require_connected()?;
@@ -572,6 +719,37 @@ fn sanitize(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A durable consumer and the stream it reads.
+#[derive(Clone)]
+pub(super) struct Consumer {
+    stream: String,
+    config: pull::Config,
+}
+
+/// The settings every durable consumer of a group shares.
+fn pull_config(
+    durable: String,
+    description: String,
+    filter_subject: String,
+    options: SubscribeOptions,
+) -> pull::Config {
+    pull::Config {
+        durable_name: Some(durable),
+        description: Some(description),
+        // A group that subscribes late still gets what the stream holds and it never acked.
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: options.lease,
+        // The host counts attempts and dead-letters; the server never gives up on its own.
+        max_deliver: -1,
+        filter_subject,
+        // Room for a batch queued, a batch being handled, and messages waiting on a retry.
+        max_ack_pending: i64::try_from(options.batch.max(1).saturating_mul(4).max(256))
+            .unwrap_or(i64::MAX),
+        ..Default::default()
+    }
 }
 
 /// The durable consumer of `group` for `pattern`: stable across restarts, so the group keeps
@@ -648,6 +826,138 @@ mod tests {
         );
         assert_ne!(durable_name("a.b", "x"), durable_name("a_b", "x"));
         assert_eq!(fnv1a32(&[b"a"]), 0xe40c_292c);
+    }
+
+    /// A real `nats-server -js` on a free port of 127.0.0.1, killed when dropped.
+    struct Server {
+        port: u16,
+        _store: tempfile::TempDir,
+        child: std::process::Child,
+    }
+
+    impl Server {
+        async fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let store = tempfile::tempdir().unwrap();
+            let child = std::process::Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(store.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("nats-server is installed (apt-get install nats-server)");
+            Server {
+                port,
+                _store: store,
+                child,
+            }
+        }
+
+        /// A bus on this server, once it answers.
+        async fn bus(&self) -> NatsBus {
+            let bus = NatsBus::connect(&format!("nats://127.0.0.1:{}", self.port), "unit")
+                .await
+                .unwrap();
+            for _ in 0..100 {
+                if bus.ping().await.is_ok() {
+                    return bus;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("nats-server never answered");
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    const OPTIONS: SubscribeOptions = SubscribeOptions {
+        lease: Duration::from_secs(30),
+        batch: 8,
+    };
+
+    async fn next(sub: &mut Box<dyn Subscription>, wait: Duration) -> Option<Delivery> {
+        tokio::time::timeout(wait, sub.next()).await.ok().flatten()
+    }
+
+    #[tokio::test]
+    async fn a_redriven_dead_letter_goes_back_to_its_group_only() {
+        let server = Server::start().await;
+        let bus = server.bus().await;
+        let soon = Duration::from_secs(10);
+        let quiet = Duration::from_millis(1500);
+        // `>` would match a redrive subject among the events: it must never see one.
+        let mut everything = bus.subscribe("all", &[">".into()], OPTIONS).await.unwrap();
+        let mut failing = bus.subscribe("h", &["a.x".into()], OPTIONS).await.unwrap();
+        let original = Message {
+            id: "0190b3c1-7f2a-7c3e-9a1b-2c3d4e5f6a7b".into(),
+            subject: "a.x".into(),
+            body: b"{\"n\":1}".to_vec(),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        };
+        bus.publish(std::slice::from_ref(&original)).await.unwrap();
+        let handled = next(&mut everything, soon).await.expect("delivered to all");
+        handled.settle.ack().await.unwrap();
+        let dead = next(&mut failing, soon).await.expect("delivered to h");
+        dead.settle.dead_letter("it broke").await.unwrap();
+        let letters = bus.dead_letters().await.unwrap();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        assert_eq!(
+            (letters[0].group.as_str(), letters[0].id.as_str()),
+            ("h", original.id.as_str())
+        );
+
+        assert_eq!(
+            bus.redrive("all", &original.id).await.unwrap(),
+            Redrive::NotFound
+        );
+        // Twice within the duplicate window, failing again in between: neither the redrive
+        // nor the second dead letter may be dropped as a copy of an earlier publish.
+        for round in 1..=2 {
+            assert_eq!(
+                bus.redrive("h", &original.id).await.unwrap(),
+                Redrive::Redriven(Redriven {
+                    group: "h".into(),
+                    id: original.id.clone(),
+                    subject: "a.x".into(),
+                }),
+                "round {round}"
+            );
+            assert!(
+                bus.dead_letters().await.unwrap().is_empty(),
+                "round {round}"
+            );
+            let again = next(&mut failing, soon).await.expect("redriven to h");
+            assert_eq!(
+                again.message, original,
+                "round {round}: same id, subject, body, traceparent"
+            );
+            assert_eq!(again.attempt, 1, "round {round}: attempts start over");
+            if round == 1 {
+                again.settle.dead_letter("it broke again").await.unwrap();
+                let letters = bus.dead_letters().await.unwrap();
+                assert_eq!(letters.len(), 1, "{letters:?}");
+                assert_eq!(letters[0].error, "it broke again");
+            } else {
+                again.settle.ack().await.unwrap();
+            }
+        }
+        assert!(next(&mut failing, quiet).await.is_none());
+        assert!(
+            next(&mut everything, quiet).await.is_none(),
+            "handled once, never redriven to it"
+        );
+        assert_eq!(
+            bus.redrive("h", &original.id).await.unwrap(),
+            Redrive::NotFound
+        );
     }
 
     #[test]
