@@ -21,6 +21,7 @@ use std::sync::{Arc, LazyLock};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -45,6 +46,7 @@ pub fn init() -> Option<otel::Providers> {
         eprintln!("berth: ignoring the log filter `{filter}` ({e}); using `info`");
         EnvFilter::new("info")
     });
+    let logged = filter.max_level_hint();
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
@@ -80,7 +82,19 @@ pub fn init() -> Option<otel::Providers> {
         .with(logs.map(|layer| layer.with_filter(guest_lines)))
         .try_init();
     // A second init (tests start many hosts in one process) keeps the first subscriber.
-    drop(result);
+    if result.is_ok() {
+        // Records of the `log` crate (wasmtime, sqlite) reach tracing one call at a time,
+        // uncached: only the levels the log shows are worth the trip. The span layer wants
+        // tracing spans alone, which would otherwise raise this to its own level.
+        log::set_max_level(match logged {
+            Some(LevelFilter::OFF) => log::LevelFilter::Off,
+            Some(LevelFilter::ERROR) => log::LevelFilter::Error,
+            Some(LevelFilter::WARN) => log::LevelFilter::Warn,
+            Some(LevelFilter::INFO) => log::LevelFilter::Info,
+            Some(LevelFilter::DEBUG) => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Trace,
+        });
+    }
     providers
 }
 

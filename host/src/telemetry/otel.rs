@@ -240,6 +240,11 @@ impl<S> Filter<S> for SpanFilter {
         Self::wanted(meta) && recording()
     }
 
+    /// Berth's spans are at debug and above: trace-level callsites stay off for good.
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::DEBUG)
+    }
+
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
         if Self::wanted(meta) {
             tracing::subscriber::Interest::sometimes()
