@@ -29,18 +29,6 @@ async fn events_database(app: &TestApp, statements: &'static str) {
     pool.close().await;
 }
 
-/// Publishes a `test.trace` message in the trace `trace_id`.
-async fn publish_traced(app: &TestApp, trace_id: &str) {
-    let sent = app
-        .client
-        .post(app.url("/events/publish?subject=test.trace"))
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
-}
-
 async fn traces(app: &TestApp) -> Vec<String> {
     app.get("/events/traces", None)
         .await

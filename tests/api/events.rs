@@ -163,14 +163,7 @@ async fn a_request_is_answered_by_a_subscriber() {
 async fn the_trace_travels_with_the_message() {
     let app = spawn(EVENTS).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let sent = app
-        .client
-        .post(app.url("/events/publish?subject=test.trace"))
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 200);
+    publish_traced(&app, trace_id).await;
     let mut traces = Vec::new();
     for _ in 0..400 {
         let reply = app.get("/events/traces", None).await;

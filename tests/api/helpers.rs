@@ -893,3 +893,16 @@ pub async fn provider_intents(url: &str) -> Vec<ProviderIntent> {
         })
         .collect()
 }
+
+/// Publishes a `test.trace` message through the events app (tests/apps/events.toml) in the
+/// trace `trace_id`.
+pub async fn publish_traced(app: &TestApp, trace_id: &str) {
+    let sent = app
+        .client
+        .post(app.url("/events/publish?subject=test.trace"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+}
