@@ -9,6 +9,7 @@ mod guest_log;
 pub mod metrics;
 pub mod otel;
 mod recent;
+mod spans;
 mod trace_context;
 
 pub use guest_log::GuestOutput;
@@ -56,19 +57,7 @@ pub fn init() -> Option<otel::Providers> {
         fmt.with_filter(filter).boxed()
     };
     let (providers, traces, logs) = match otel::setup(RECENT.clone()) {
-        Ok(setup) => {
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(setup.tracer)
-                .with_location(false)
-                .with_target(false)
-                .with_level(false)
-                .with_threads(false)
-                // Both cost on every poll of every instrumented future. Guest output, the
-                // one thing that needs the OpenTelemetry context current, attaches it itself.
-                .with_tracked_inactivity(false)
-                .with_context_activation(false);
-            (Some(setup.providers), Some(layer), setup.logs)
-        }
+        Ok(setup) => (Some(setup.providers), Some(setup.spans), setup.logs),
         Err(e) => {
             eprintln!("berth: not exporting telemetry: {e}");
             (None, None, None)

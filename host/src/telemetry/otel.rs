@@ -8,7 +8,7 @@
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL` (or `…_TRACES_PROTOCOL`, `…_LOGS_PROTOCOL`) | `http/protobuf` (default) or `grpc` |
 //! | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT` | sent with every export; the deadline of one |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the resource; the service is `berth` unless set |
-//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | e.g. `parentbased_traceidratio` and `0.1` |
+//! | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | the standard samplers, e.g. `parentbased_traceidratio` and `0.1` (see [`super::spans`]) |
 //! | `OTEL_BSP_MAX_QUEUE_SIZE` (2048), `OTEL_BLRP_MAX_QUEUE_SIZE` (2048) | spans and log records held for export; past it they are dropped and counted |
 //! | `OTEL_SDK_DISABLED=true`, `OTEL_TRACES_EXPORTER=none`, `OTEL_LOGS_EXPORTER=none` | turn export off |
 //!
@@ -22,22 +22,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanKind, TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::{SpanKind, TraceContextExt as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{
     LogBatch, LogExporter, LogProcessor, SdkLogRecord, SdkLoggerProvider,
 };
-use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
-};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanData, SpanExporter, SpanProcessor};
 use tracing::Metadata;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::{Context, Filter};
 
 use super::TraceContext;
 use super::recent::RecentTraces;
+use super::spans::{self, Sampling, SpanLayer};
 
 /// Dashboards watching the live traces: while there is one, spans are recorded even with
 /// no collector configured.
@@ -132,7 +130,7 @@ impl Drop for Watching {
 
 /// The providers, flushed and shut down when the host exits.
 pub struct Providers {
-    traces: SdkTracerProvider,
+    traces: Arc<Spans>,
     logs: Option<SdkLoggerProvider>,
 }
 
@@ -150,11 +148,11 @@ impl Providers {
     }
 }
 
-/// What `init` installs: the providers, the tracer of the span layer, and the bridge that
-/// turns guest lines into log records (`None` when logs are not exported).
+/// What `init` installs: the providers, the span layer, and the bridge that turns guest
+/// lines into log records (`None` when logs are not exported).
 pub struct Setup {
     pub providers: Providers,
-    pub tracer: opentelemetry_sdk::trace::Tracer,
+    pub spans: SpanLayer<Spans>,
     pub logs: Option<
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge<
             SdkLoggerProvider,
@@ -167,10 +165,16 @@ pub struct Setup {
 /// the caller reports them and serves without export.
 pub fn setup(recent: Arc<RecentTraces>) -> Result<Setup, String> {
     let disabled = env_is("OTEL_SDK_DISABLED", "true");
+    Sampling::parse(
+        std::env::var("OTEL_TRACES_SAMPLER").ok().as_deref(),
+        std::env::var("OTEL_TRACES_SAMPLER_ARG").ok().as_deref(),
+    )?
+    .install();
     let resource = resource();
-    let mut traces = SdkTracerProvider::builder()
-        .with_resource(resource.clone())
-        .with_span_processor(Recent(recent));
+    let mut spans = Spans {
+        recent,
+        export: None,
+    };
     if !disabled && !env_is("OTEL_TRACES_EXPORTER", "none") && configured("TRACES") {
         let exporter = span_exporter()?;
         let cap = queue_size("OTEL_BSP_MAX_QUEUE_SIZE");
@@ -180,7 +184,7 @@ pub fn setup(recent: Arc<RecentTraces>) -> Result<Setup, String> {
             backlog: backlog.clone(),
         })
         .build();
-        traces = traces.with_span_processor(Gate {
+        spans.export = Some(Gate {
             inner: batch,
             backlog,
         });
@@ -197,7 +201,7 @@ pub fn setup(recent: Arc<RecentTraces>) -> Result<Setup, String> {
         .build();
         Some(
             SdkLoggerProvider::builder()
-                .with_resource(resource)
+                .with_resource(resource.clone())
                 .with_log_processor(Gate {
                     inner: batch,
                     backlog,
@@ -207,17 +211,17 @@ pub fn setup(recent: Arc<RecentTraces>) -> Result<Setup, String> {
     } else {
         None
     };
-    let traces = traces.build();
-    let tracer = traces.tracer("berth");
+    spans.set_resource(&resource);
+    let spans = Arc::new(spans);
     let bridge = logs
         .as_ref()
         .map(opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new);
     Ok(Setup {
         providers: Providers {
-            traces,
+            traces: spans.clone(),
             logs: logs.clone(),
         },
-        tracer,
+        spans: SpanLayer::new(spans),
         logs: bridge,
     })
 }
@@ -261,12 +265,9 @@ impl<S> Filter<S> for SpanFilter {
 pub fn hop(span: &tracing::Span, traceparent: Option<&[u8]>) -> TraceContext {
     if recording() && !span.is_disabled() {
         if let Some(parent) = traceparent.and_then(TraceContext::parse) {
-            // Fails only when the layer does not record the span: then it has no ids either.
-            let _ = span.set_parent(
-                opentelemetry::Context::new().with_remote_span_context(remote(&parent)),
-            );
+            spans::set_remote_parent(span, &parent);
         }
-        if let Some(own) = ids(span) {
+        if let Some(own) = spans::ids(span) {
             return own;
         }
     }
@@ -277,7 +278,7 @@ pub fn hop(span: &tracing::Span, traceparent: Option<&[u8]>) -> TraceContext {
 /// recorded: what a step inside a hop hands on.
 pub fn child(span: &tracing::Span, outer: TraceContext) -> TraceContext {
     if recording() && !span.is_disabled() {
-        ids(span).unwrap_or(outer)
+        spans::ids(span).unwrap_or(outer)
     } else {
         outer
     }
@@ -288,7 +289,7 @@ pub fn child(span: &tracing::Span, outer: TraceContext) -> TraceContext {
 pub fn traceparent(span: &tracing::Span, outer: &http::HeaderValue) -> http::HeaderValue {
     if recording()
         && !span.is_disabled()
-        && let Some(own) = ids(span)
+        && let Some(own) = spans::ids(span)
     {
         return own.header();
     }
@@ -298,14 +299,21 @@ pub fn traceparent(span: &tracing::Span, outer: &http::HeaderValue) -> http::Hea
 /// Makes `span`'s OpenTelemetry context current until the guard drops: for a log record
 /// emitted inside it to carry its trace and span ids.
 pub fn attach(span: &tracing::Span) -> Option<opentelemetry::ContextGuard> {
-    (recording() && !span.is_disabled()).then(|| span.context().attach())
+    if !recording() || span.is_disabled() {
+        return None;
+    }
+    let own = spans::ids(span)?;
+    Some(
+        opentelemetry::Context::new()
+            .with_remote_span_context(remote(&own))
+            .attach(),
+    )
 }
 
-/// Names `span` once what it is became known (a request, once routed). The span has
-/// started by then, so its name is changed on the OpenTelemetry span itself.
+/// Names `span` once what it is became known (a request, once routed).
 pub fn rename(span: &tracing::Span, name: String) {
     if recording() && !span.is_disabled() {
-        span.context().span().update_name(name);
+        spans::rename(span, name);
     }
 }
 
@@ -314,7 +322,7 @@ pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
     if recording()
         && let Some(linked) = traceparent.and_then(|t| TraceContext::parse(t.as_bytes()))
     {
-        span.add_link(remote(&linked));
+        spans::add_link(span, remote(&linked));
     }
 }
 
@@ -330,17 +338,6 @@ fn remote(context: &TraceContext) -> opentelemetry::trace::SpanContext {
         true,
         Default::default(),
     )
-}
-
-fn ids(span: &tracing::Span) -> Option<TraceContext> {
-    let context = span.context();
-    let otel = context.span();
-    let own = otel.span_context();
-    own.is_valid().then(|| TraceContext {
-        trace_id: own.trace_id().to_bytes(),
-        span_id: own.span_id().to_bytes(),
-        sampled: own.is_sampled(),
-    })
 }
 
 /// Whether a span of this kind starts a unit of work worth listing on the dashboard.
@@ -614,26 +611,47 @@ impl<P: LogProcessor> LogProcessor for Gate<P> {
     }
 }
 
-/// Feeds the in-memory ring the dashboard reads.
+/// Where finished spans go: the in-memory ring while a dashboard watches, and the export
+/// queue when a collector is configured.
 #[derive(Debug)]
-struct Recent(Arc<RecentTraces>);
+pub struct Spans {
+    recent: Arc<RecentTraces>,
+    export: Option<Gate<BatchSpanProcessor>>,
+}
 
-impl SpanProcessor for Recent {
-    fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+impl SpanProcessor for Spans {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        if let Some(export) = &self.export {
+            export.on_start(span, cx);
+        }
+    }
 
     fn on_end(&self, span: SpanData) {
         // Copied only for a dashboard: with a collector alone it would cost every span.
         if WATCHERS.load(Ordering::Relaxed) > 0 {
-            self.0.record(&span);
+            self.recent.record(&span);
+        }
+        if let Some(export) = &self.export {
+            export.on_end(span);
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
+        self.export
+            .as_ref()
+            .map_or(Ok(()), SpanProcessor::force_flush)
     }
 
-    fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
-        Ok(())
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.export
+            .as_ref()
+            .map_or(Ok(()), |export| export.shutdown_with_timeout(timeout))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        if let Some(export) = &mut self.export {
+            SpanProcessor::set_resource(export, resource);
+        }
     }
 }
 
