@@ -284,7 +284,7 @@ async fn load_components(
     .await?;
     let slots = versions
         .into_iter()
-        .map(|(id, version)| Slot::new(&id, version, &app.components[&id].messaging, &app.name));
+        .map(|(id, version)| Slot::new(&id, version, &app.components[&id], &app.name));
     Ok(Registry::new(engine.clone(), slots, app.max_request_bytes))
 }
 

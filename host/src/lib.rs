@@ -24,6 +24,7 @@ pub mod engine;
 mod files;
 pub mod host;
 pub mod linker;
+pub mod mesh;
 pub mod registry;
 pub mod response;
 pub mod state;

@@ -17,6 +17,7 @@ mod gateway;
 mod helpers;
 mod kubernetes;
 mod lifecycle;
+mod mesh;
 mod openapi;
 mod orders;
 mod otlp;

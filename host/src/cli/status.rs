@@ -74,6 +74,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
     }
+    print_calls(&components);
     let letters = dead["deadLetters"].as_array().cloned().unwrap_or_default();
     println!("\ndead letters: {}", letters.len());
     for l in &letters {
@@ -92,6 +93,51 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         Err(e) => println!("\nfleet: cannot be read: {e:#}"),
     }
     Ok(())
+}
+
+/// Each call policy's destination: its circuit and what it has seen.
+fn print_calls(components: &Value) {
+    let calls: Vec<(&str, &Value)> = components
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            let id = c["id"].as_str().unwrap_or_default();
+            c["calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |d| (id, d))
+        })
+        .collect();
+    if calls.is_empty() {
+        return;
+    }
+    println!(
+        "
+{:<18} {:<32} {:<10} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "CALLS FROM",
+        "DESTINATION",
+        "CIRCUIT",
+        "CALLS",
+        "RETRIES",
+        "REFUSED",
+        "TIMEOUTS",
+        "EJECTIONS"
+    );
+    for (component, d) in calls {
+        println!(
+            "{:<18} {:<32} {:<10} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            component,
+            d["destination"].as_str().unwrap_or_default(),
+            d["circuit"].as_str().unwrap_or_default(),
+            d["calls"],
+            d["retries"],
+            d["shortCircuited"],
+            d["timeouts"],
+            d["ejections"],
+        );
+    }
 }
 
 /// Each host of the fleet, a line per component it serves, and what stops any from

@@ -23,6 +23,7 @@
 //! | | `consumer_group` | the component id | components sharing a group share the work of a subscription |
 //! | | `max_delivery_attempts` | 5 | deliveries of one message before it becomes a dead letter |
 //! | `[[component.<id>.tool.berth.route_concurrency]]` | `routes`, `max_concurrency` | none | a share of the component's slots that only these routes use |
+//! | `[component.<id>.tool.berth.calls."<host>"]` | see [`crate::mesh::policy`] | none | timeouts, retries and a circuit breaker for its calls to that host |
 
 use std::path::PathBuf;
 
@@ -172,6 +173,9 @@ pub struct ComponentSettings {
     pub max_delivery_attempts: Option<u32>,
     #[serde(default)]
     pub route_concurrency: Vec<RouteConcurrencySettings>,
+    /// Call policies, by destination host.
+    #[serde(default)]
+    pub calls: std::collections::BTreeMap<String, crate::mesh::CallSettings>,
 }
 
 /// One entry of `subscriptions`.

@@ -204,6 +204,8 @@ pub struct ComponentConfig {
     pub serves_http: bool,
     /// Shares of its concurrency reserved to some of its routes: (routes, slots).
     pub route_concurrency: Vec<(Vec<RoutePattern>, u32)>,
+    /// The policies of its calls, by destination host (lower-case).
+    pub calls: Vec<(String, crate::mesh::Policy)>,
 }
 
 /// A component's part in the events between components.

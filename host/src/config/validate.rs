@@ -405,6 +405,7 @@ impl Checker<'_> {
             consumer_group,
             max_delivery_attempts,
             route_concurrency,
+            calls,
         } = c.tool.berth.clone();
         let memory_limit_mb = memory_limit_mb.unwrap_or(berth::DEFAULT_MEMORY_LIMIT_MB);
         if memory_limit_mb == 0 || memory_limit_mb > berth::MAX_MEMORY_LIMIT_MB {
@@ -503,6 +504,7 @@ impl Checker<'_> {
                 (routes, share.max_concurrency)
             })
             .collect();
+        let calls = self.calls(&at, calls);
         let build = c.build.clone();
         if let Some(b) = &build
             && b.command.as_slice().iter().all(|c| c.trim().is_empty())
@@ -531,7 +533,37 @@ impl Checker<'_> {
             messaging,
             serves_http: false,
             route_concurrency,
+            calls,
         }
+    }
+
+    /// `tool.berth.calls`: each destination a bare host, each policy sound.
+    fn calls(
+        &mut self,
+        at: &str,
+        calls: BTreeMap<String, crate::mesh::CallSettings>,
+    ) -> Vec<(String, crate::mesh::Policy)> {
+        let mut policies = Vec::new();
+        for (host, settings) in calls {
+            let at = format!("{at} tool.berth.calls.\"{host}\"");
+            let bare = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            if !bare {
+                self.problems.push(format!(
+                    "{at}: name a host alone, like \"api.example.com\" or \"payment-provider.spin.internal\" (no scheme, port or path)"
+                ));
+                continue;
+            }
+            match settings.policy() {
+                Ok(policy) => policies.push((host.to_ascii_lowercase(), policy)),
+                Err(problems) => self
+                    .problems
+                    .extend(problems.into_iter().map(|p| format!("{at} {p}"))),
+            }
+        }
+        policies
     }
 
     fn messaging(

@@ -5,7 +5,7 @@
 //!
 //! | route | |
 //! |---|---|
-//! | `GET /admin/v1/components` | each component: routes, versions, traffic, subscriptions |
+//! | `GET /admin/v1/components` | each component: routes, versions, traffic, subscriptions, call policies and their circuits |
 //! | `POST /admin/v1/components/{id}/versions?canary=PCT` | deploy the wasm in the body |
 //! | `POST /admin/v1/components/{id}/promote` | the canary takes all traffic |
 //! | `POST /admin/v1/components/{id}/rollback` | drop the canary, or return to the previous version |
@@ -471,6 +471,7 @@ pub(crate) fn components(
                 "versions": versions,
                 "source": if from_manifest { "manifest" } else { "deployed" },
                 "subscriptions": config.messaging.patterns(),
+                "calls": control.calls(&config.id),
             }))
         })
         .collect()

@@ -815,6 +815,14 @@ impl Deployments {
 
     /// The versions of a component with their traffic, and whether the stable one is the
     /// manifest's file.
+    /// The component's call policies with what each destination has seen, for the status.
+    pub fn calls(&self, id: &str) -> Vec<serde_json::Value> {
+        self.registry
+            .get(id)
+            .map(|slot| slot.calls.status())
+            .unwrap_or_default()
+    }
+
     pub fn versions(&self, id: &str) -> Option<(Vec<VersionStatus>, bool)> {
         let slot = self.registry.get(id)?;
         let d = slot.deployment();

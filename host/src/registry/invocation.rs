@@ -183,6 +183,7 @@ fn state(
             traceparent: trace.traceparent.clone(),
             local: registry.clone(),
             events: published.clone(),
+            calls: slot.calls.clone(),
         },
         sql: SqlSession::new(
             slot.id.clone(),

@@ -150,11 +150,15 @@ pub struct Slot {
     pub source: Arc<str>,
     /// Where it receives events, by path segment: only the host may send there.
     event_routes: Vec<Vec<String>>,
+    /// The policies of its calls and what each destination has seen; kept across versions.
+    pub calls: Arc<crate::mesh::Calls>,
 }
 
 impl Slot {
-    pub fn new(id: &str, version: Version, messaging: &config::Messaging, app: &str) -> Slot {
+    pub fn new(id: &str, version: Version, component: &config::ComponentConfig, app: &str) -> Slot {
+        let messaging = &component.messaging;
         Slot {
+            calls: Arc::new(crate::mesh::Calls::new(id.into(), component.calls.clone())),
             id: id.into(),
             source: format!("/{app}/{id}").into(),
             subscriptions: messaging.handler_patterns().into(),

@@ -519,7 +519,9 @@ impl Metrics {
     ) -> prometheus_client::registry::Registry {
         let active = Family::<ComponentLabels, CountGauge>::default();
         let limit = Family::<ComponentLabels, CountGauge>::default();
+        let mut mesh = crate::mesh::Scrape::default();
         for slot in slots {
+            mesh.add(&slot.calls);
             let labels = ComponentLabels {
                 component: slot.id.clone(),
             };
@@ -552,6 +554,7 @@ impl Metrics {
         }
         let mut scraped = prometheus_client::registry::Registry::default();
         super::otel::register(&mut scraped);
+        mesh.register(&mut scraped);
         scraped.register("berth_instances_active", "Invocations running now", active);
         scraped.register(
             "berth_concurrency_limit",

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
+use crate::mesh::{self, Destination, Stopped};
+
 /// The internal host suffix Spin reserves for chaining.
 pub const INTERNAL_SUFFIX: &str = ".spin.internal";
 
@@ -54,11 +56,13 @@ pub async fn publish(
     Ok(response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync()))
 }
 
-/// Sends a guest's request to `component` in this process.
+/// Sends a guest's request to `component` in this process, under the call policy for it
+/// if the manifest gives one.
 pub async fn send(
     local: Arc<dyn LocalService>,
     component: &str,
     request: http::Request<WasiBody>,
+    policy: Option<Arc<Destination>>,
 ) -> Result<http::Response<WasiBody>, HttpError> {
     let internal = |m: String| HttpError::InternalError(Some(m));
     let (parts, body) = request.into_parts();
@@ -67,9 +71,25 @@ pub async fn send(
         .await
         .map_err(|e| internal(format!("cannot read the request body: {e:?}")))?
         .to_bytes();
-    let response = local
-        .call(component, http::Request::from_parts(parts, body))
-        .await
-        .map_err(internal)?;
+    let response = match policy {
+        None => local
+            .call(component, http::Request::from_parts(parts, body))
+            .await
+            .map_err(internal)?,
+        Some(policy) => {
+            let idempotent = mesh::retry::idempotent(&parts.method, &parts.headers);
+            let sent = policy
+                .call(idempotent, || {
+                    let request = http::Request::from_parts(parts.clone(), body.clone());
+                    local.clone().call(component, request)
+                })
+                .await;
+            match sent {
+                Ok(response) => response,
+                Err(Stopped::Failed(error)) => return Err(internal(error)),
+                Err(stopped) => mesh::answer(policy.host(), &stopped),
+            }
+        }
+    };
     Ok(response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync()))
 }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::mesh::{self, Calls, Destination, Stopped};
 use crate::telemetry::otel;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -225,6 +226,8 @@ pub struct OutboundHttp {
     pub local: Arc<dyn LocalService>,
     /// Serves `http://events.berth.internal`, where the allow-list names it.
     pub events: Arc<dyn EventSink>,
+    /// The component's call policies, by destination.
+    pub calls: Arc<Calls>,
 }
 
 impl OutboundHttp {
@@ -317,9 +320,10 @@ impl WasiHttpHooks for OutboundHttp {
             );
             let traceparent = otel::traceparent(&span, &self.traceparent);
             request.headers_mut().insert("traceparent", traceparent);
+            let policy = self.calls.to(&host);
             return Box::new(tracing::Instrument::instrument(
                 async move {
-                    let response = chaining::send(local, &component, request).await?;
+                    let response = chaining::send(local, &component, request, policy).await?;
                     tracing::Span::current()
                         .record("http.response.status_code", response.status().as_u16());
                     Ok((
@@ -343,20 +347,100 @@ impl WasiHttpHooks for OutboundHttp {
         );
         let traceparent = otel::traceparent(&span, &self.traceparent);
         request.headers_mut().insert("traceparent", traceparent);
+        let policy = self.calls.to(&host);
         Box::new(tracing::Instrument::instrument(
             async move {
-                use http_body_util::BodyExt;
-                let (response, io) =
-                    wasmtime_wasi_http::default_send_request(request, options).await?;
+                let (response, io) = match policy {
+                    None => send_once(request, options).await?,
+                    Some(policy) => send_under(&policy, request, options).await?,
+                };
                 tracing::Span::current()
                     .record("http.response.status_code", response.status().as_u16());
-                Ok((
-                    response.map(BodyExt::boxed_unsync),
-                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
-                ))
+                Ok((response, io))
             },
             span,
         ))
+    }
+}
+
+/// The task that drives an outgoing response's connection.
+type Io = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+/// The largest body a request under a retrying policy may have: it is kept whole to be
+/// sent again.
+pub const MAX_RETRIED_BODY_BYTES: usize = 1024 * 1024;
+
+async fn send_once(
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Result<(http::Response<WasiBody>, Io), HttpError> {
+    use http_body_util::BodyExt;
+    let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+    Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Io))
+}
+
+/// Sends a request under its destination's policy. One that may be retried is read whole
+/// first (at most [`MAX_RETRIED_BODY_BYTES`]); any other is streamed, once.
+async fn send_under(
+    policy: &Destination,
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Result<(http::Response<WasiBody>, Io), HttpError> {
+    use http_body_util::{BodyExt, Full};
+    let idempotent = mesh::retry::idempotent(request.method(), request.headers());
+    let (parts, body) = request.into_parts();
+    let sent = if policy.may_retry(idempotent) {
+        let body = match http_body_util::Limited::new(body, MAX_RETRIED_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(HttpError::InternalError(Some(format!(
+                    "a request to {} that may be retried is kept whole, so its body must be at most {MAX_RETRIED_BODY_BYTES} bytes; send a larger one as a POST without an Idempotency-Key",
+                    policy.host()
+                ))));
+            }
+            Err(e) => {
+                return Err(HttpError::InternalError(Some(format!(
+                    "cannot read the request body: {e}"
+                ))));
+            }
+        };
+        policy
+            .call(true, || {
+                let body = Full::new(body.clone())
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                send_once(http::Request::from_parts(parts.clone(), body), options)
+            })
+            .await
+    } else {
+        let mut body = Some(body);
+        policy
+            .call(false, || {
+                let request = body
+                    .take()
+                    .map(|body| http::Request::from_parts(parts.clone(), body));
+                async move {
+                    match request {
+                        Some(request) => send_once(request, options).await,
+                        None => Err(HttpError::InternalError(Some(
+                            "a request that may not be retried was about to be sent twice".into(),
+                        ))),
+                    }
+                }
+            })
+            .await
+    };
+    match sent {
+        Ok(answer) => Ok(answer),
+        Err(Stopped::Failed(error)) => Err(error),
+        Err(stopped) => {
+            let response = mesh::answer(policy.host(), &stopped)
+                .map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync());
+            Ok((response, Box::new(std::future::ready(Ok(()))) as Io))
+        }
     }
 }
 
@@ -431,6 +515,7 @@ mod tests {
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
             local: Arc::new(Nowhere),
+            calls: Default::default(),
             events: Arc::new(crate::capabilities::messaging::Published::new(
                 "payment".into(),
                 "/app/payment".into(),
