@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 use crate::mesh::{self, Destination, Stopped};
@@ -42,9 +42,7 @@ pub async fn publish(
             }});
             let mut response = http::Response::new(Bytes::from(error.to_string()));
             *response.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
-            return Ok(
-                response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync())
-            );
+            return Ok(response.map(super::whole));
         }
         Err(e) => {
             return Err(HttpError::InternalError(Some(format!(
@@ -53,7 +51,7 @@ pub async fn publish(
         }
     };
     let response = events.accept(http::Request::from_parts(parts, body));
-    Ok(response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync()))
+    Ok(response.map(super::whole))
 }
 
 /// Sends a guest's request to `component` in this process, under the call policy for it
@@ -91,5 +89,5 @@ pub async fn send(
             }
         }
     };
-    Ok(response.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync()))
+    Ok(response.map(super::whole))
 }

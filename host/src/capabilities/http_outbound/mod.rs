@@ -298,10 +298,7 @@ impl WasiHttpHooks for OutboundHttp {
             return Box::new(tracing::Instrument::instrument(
                 async move {
                     let response = chaining::publish(events, request).await?;
-                    Ok((
-                        response,
-                        Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>,
-                    ))
+                    Ok((response, no_io()))
                 },
                 span,
             ));
@@ -326,10 +323,7 @@ impl WasiHttpHooks for OutboundHttp {
                     let response = chaining::send(local, &component, request, policy).await?;
                     tracing::Span::current()
                         .record("http.response.status_code", response.status().as_u16());
-                    Ok((
-                        response,
-                        Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>,
-                    ))
+                    Ok((response, no_io()))
                 },
                 span,
             ));
@@ -366,6 +360,19 @@ impl WasiHttpHooks for OutboundHttp {
 /// The task that drives an outgoing response's connection.
 type Io = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
+/// The body of an answer berth makes itself, whole.
+fn whole(bytes: bytes::Bytes) -> WasiBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The connection task of an answer that has none.
+fn no_io() -> Io {
+    Box::new(std::future::ready(Ok(())))
+}
+
 /// The largest body a request under a retrying policy may have: it is kept whole to be
 /// sent again.
 pub const MAX_RETRIED_BODY_BYTES: usize = 1024 * 1024;
@@ -386,7 +393,7 @@ async fn send_under(
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, Io), HttpError> {
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::BodyExt;
     let idempotent = mesh::retry::idempotent(request.method(), request.headers());
     let (parts, body) = request.into_parts();
     let sent = if policy.may_retry(idempotent) {
@@ -409,10 +416,10 @@ async fn send_under(
         };
         policy
             .call(true, || {
-                let body = Full::new(body.clone())
-                    .map_err(|never| match never {})
-                    .boxed_unsync();
-                send_once(http::Request::from_parts(parts.clone(), body), options)
+                send_once(
+                    http::Request::from_parts(parts.clone(), whole(body.clone())),
+                    options,
+                )
             })
             .await
     } else {
@@ -436,11 +443,7 @@ async fn send_under(
     match sent {
         Ok(answer) => Ok(answer),
         Err(Stopped::Failed(error)) => Err(error),
-        Err(stopped) => {
-            let response = mesh::answer(policy.host(), &stopped)
-                .map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync());
-            Ok((response, Box::new(std::future::ready(Ok(()))) as Io))
-        }
+        Err(stopped) => Ok((mesh::answer(policy.host(), &stopped).map(whole), no_io())),
     }
 }
 
