@@ -66,17 +66,27 @@ async fn each_confirmed_and_charged_once(
     user: &User,
     ids: &[String],
 ) {
-    eventually(Duration::from_secs(60), "every order confirmed", || async {
-        for id in ids {
-            let order = app
-                .get(&format!("/api/v1/orders/{id}"), Some(&user.token))
-                .await;
-            if order.json["status"] != "confirmed" {
-                return None;
+    // A message the killed host held comes back when its lease lapses (the handler's
+    // deadline plus 30 s), so a stall must outlast that before it counts as a loss.
+    eventually_progressing(
+        Duration::from_secs(75),
+        Duration::from_secs(300),
+        "every order confirmed",
+        || async {
+            let mut confirmed = 0;
+            for id in ids {
+                let order = app
+                    .get(&format!("/api/v1/orders/{id}"), Some(&user.token))
+                    .await;
+                confirmed += usize::from(order.json["status"] == "confirmed");
             }
-        }
-        Some(())
-    })
+            if confirmed == ids.len() {
+                Ok(())
+            } else {
+                Err(confirmed)
+            }
+        },
+    )
     .await;
     for id in ids {
         let payments = app

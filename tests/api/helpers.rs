@@ -486,6 +486,41 @@ where
     }
 }
 
+/// Polls `check` every 50 ms until it gives `Ok(value)`. `Err(done)` reports how much of the
+/// work is done so far; the wait fails once `stall` passes with `done` not growing, or after
+/// `limit` in all. For a backlog that a loaded machine drains slowly but must never stop
+/// draining: a lost item shows as a stall, a slow machine does not.
+pub async fn eventually_progressing<T, F, Fut>(
+    stall: Duration,
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, usize>>,
+{
+    let start = tokio::time::Instant::now();
+    let (mut best, mut last_progress) = (0, start);
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(done) if done > best => (best, last_progress) = (done, tokio::time::Instant::now()),
+            Err(_) => {}
+        }
+        let now = tokio::time::Instant::now();
+        assert!(
+            now - last_progress < stall,
+            "{what}: stuck at {best} done for {stall:?}"
+        );
+        assert!(
+            now - start < limit,
+            "{what}: {best} done, not all within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl TestApp {
     /// Waits for the order to reach `status` (the saga runs after the response).
     pub async fn order_reaches(&self, user: &User, order_id: &str, status: &str) -> Value {
