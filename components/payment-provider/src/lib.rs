@@ -5,6 +5,7 @@
 //! | route | |
 //! |---|---|
 //! | `POST /v1/payment_intents` | charge: `pm_card_visa` succeeds, `pm_card_slow` succeeds after 2 s, `pm_card_chargeDeclined` is declined (402, the intent is kept) |
+//! | `GET /v1/payment_intents/search?query=metadata['order_id']:'{id}'` | the intents charged for an order, newest first ([`search`]); `limit` 1 to 100, 10 by default |
 //! | `GET /v1/payment_intents/{id}` | one intent |
 //! | `POST /v1/refunds` | refund a succeeded intent, by default all that is left of it |
 //!
@@ -12,11 +13,13 @@
 //! charging again, another request under the same key a 409. Errors are Stripe's
 //! `{"error":{…}}` ([`stripe`]), not berth's, because the caller parses them as Stripe's.
 
+mod search;
 mod stripe;
 
 use common::ApiError;
 use common::db::{Db, int, int_column, text, text_column};
 use common::segments;
+use search::Search;
 use serde_json::{Map, Value};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
@@ -34,6 +37,7 @@ fn handle(request: Request) -> Response {
 fn route(request: &Request) -> Result<Reply, StripeError> {
     match (request.method(), segments(request.path()).as_slice()) {
         (Method::Post, ["v1", "payment_intents"]) => create_intent(request),
+        (Method::Get, ["v1", "payment_intents", "search"]) => search_intents(request),
         (Method::Get, ["v1", "payment_intents", id]) => get_intent(id),
         (Method::Post, ["v1", "refunds"]) => create_refund(request),
         (method, _) => Err(StripeError::unrecognized_url(
@@ -153,25 +157,54 @@ fn create_refund(request: &Request) -> Result<Reply, StripeError> {
     })
 }
 
+/// The database narrows by the metadata's text, which is all it stores of it; the exact
+/// match is made here. Every candidate is read, so `has_more` is exact.
+fn search_intents(request: &Request) -> Result<Reply, StripeError> {
+    let search = Search::parse(request.query())?;
+    let rows = Db::open(DATABASE)?.query(
+        &format!(
+            "SELECT {INTENT_COLUMNS} FROM payment_intents WHERE metadata LIKE ? ESCAPE '{}'
+             ORDER BY created DESC, id",
+            search::LIKE_ESCAPE
+        ),
+        &[text(search.like_pattern())],
+    )?;
+    let mut found = Vec::new();
+    for row in rows.rows() {
+        let intent = intent_from(&row)?;
+        if search.matches(&intent.metadata) {
+            found.push(intent);
+        }
+    }
+    let has_more = found.len() > search.limit;
+    found.truncate(search.limit);
+    Ok(Reply {
+        status: 200,
+        body: search::result(&found, has_more),
+    })
+}
+
 fn load_intent(db: &Db, id: &str) -> Result<Option<Intent>, ApiError> {
     let rows = db.query(
         &format!("SELECT {INTENT_COLUMNS} FROM payment_intents WHERE id = ?"),
         &[text(id)],
     )?;
-    let Some(row) = rows.rows().next() else {
-        return Ok(None);
-    };
-    let metadata: Map<String, Value> = serde_json::from_str(&text_column(&row, "metadata")?)
+    rows.rows().next().map(|row| intent_from(&row)).transpose()
+}
+
+fn intent_from(row: &spin_sdk::sqlite::Row<'_>) -> Result<Intent, ApiError> {
+    let id = text_column(row, "id")?;
+    let metadata: Map<String, Value> = serde_json::from_str(&text_column(row, "metadata")?)
         .map_err(|e| ApiError::internal(format!("the metadata of {id} is unreadable: {e}")))?;
-    Ok(Some(Intent {
-        id: text_column(&row, "id")?,
-        amount: int_column(&row, "amount")?,
-        currency: text_column(&row, "currency")?,
-        status: text_column(&row, "status")?,
-        payment_method: text_column(&row, "payment_method")?,
+    Ok(Intent {
+        id,
+        amount: int_column(row, "amount")?,
+        currency: text_column(row, "currency")?,
+        status: text_column(row, "status")?,
+        payment_method: text_column(row, "payment_method")?,
         metadata,
-        created: int_column(&row, "created")?.max(0) as u64,
-    }))
+        created: int_column(row, "created")?.max(0) as u64,
+    })
 }
 
 /// `pi_…`/`re_…` followed by 24 random hex digits, like Stripe's ids.

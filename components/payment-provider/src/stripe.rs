@@ -13,7 +13,7 @@ const MAX_AMOUNT: i64 = 99_999_999;
 /// Stripe's limits on metadata.
 const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_CHARS: usize = 40;
-const MAX_METADATA_VALUE_CHARS: usize = 500;
+pub const MAX_METADATA_VALUE_CHARS: usize = 500;
 /// Stripe's limit on an `Idempotency-Key`.
 const MAX_KEY_CHARS: usize = 255;
 
@@ -350,7 +350,7 @@ pub fn fingerprint(route: &str, body: &[u8]) -> String {
     format!("{route}\n{body}")
 }
 
-fn missing(param: &str) -> StripeError {
+pub fn missing(param: &str) -> StripeError {
     StripeError::invalid(
         Some("parameter_missing"),
         Some(param),

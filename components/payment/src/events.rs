@@ -4,6 +4,7 @@
 //! | event in | effect | event out |
 //! |---|---|---|
 //! | `order.created` | charge through the provider (never in a currency outside ISO 4217), record the payment | `payment.succeeded` or `payment.failed` |
+//! | `order.created`, the order cancelled first | ask the provider whether an earlier delivery charged; refund such a charge and record it as `refunded` | `payment.refunded` when a charge is refunded |
 //! | `order.cancelled` | refund a succeeded charge, or mark the order so no later charge survives | `payment.refunded` when a charge is refunded |
 //!
 //! Idempotent by order id: one payment row per order (`UNIQUE`), provider calls keyed by
@@ -11,6 +12,13 @@
 //! changes nothing. Provider calls happen before the writes, so the database is not locked while
 //! the provider thinks; where the other handler may have raced in between, the check is
 //! repeated inside the write transaction.
+//!
+//! A charge is made before the transaction that records it, so it can outlive a delivery
+//! that did not commit (a host crash, a failed publish). That `order.created` was not
+//! acknowledged and comes again; if the order was cancelled meanwhile, there is no payment
+//! row to refund, so the redelivery looks the charge up at the provider
+//! ([`provider::find_charge`]) and refunds it: no charge for a cancelled order survives
+//! unrecorded.
 
 use common::db::{Db, DbError, int, text};
 use common::events::{self, Event};
@@ -19,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use spin_sdk::http::Request;
 
 use crate::DATABASE;
-use crate::provider::{self, Charge};
+use crate::provider::{self, Charge, Found};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,8 +157,11 @@ fn record_refund(db: &Db, payment: &Existing, order_id: &str) -> Result<(), ApiE
 
 fn order_created(db: &Db, event: Event<OrderCreated>) -> Result<(), ApiError> {
     let order = event.data;
-    if payment_for(db, &order.order_id)?.is_some() || is_cancelled(db, &order.order_id)? {
+    if payment_for(db, &order.order_id)?.is_some() {
         return Ok(());
+    }
+    if is_cancelled(db, &order.order_id)? {
+        return refund_unrecorded_charge(db, &event.id, &order);
     }
     let charge = match declined_before_charging(&order.currency) {
         Some(declined) => declined,
@@ -166,7 +177,6 @@ fn order_created(db: &Db, event: Event<OrderCreated>) -> Result<(), ApiError> {
         Charge::Succeeded { provider_ref } => ("succeeded", Some(provider_ref.as_str()), None),
         Charge::Declined { reason } => ("failed", None, Some(reason.as_str())),
     };
-    let now = common::now();
     let payment = Existing {
         id: common::new_id(),
         status: status.to_owned(),
@@ -178,25 +188,8 @@ fn order_created(db: &Db, event: Event<OrderCreated>) -> Result<(), ApiError> {
         if !events::first_time(tx, &event.id)? {
             return Ok(());
         }
-        let inserted = tx.try_query(
-            "INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status,
-                                   provider_ref, failure_reason, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            &[
-                text(&payment.id),
-                text(&order.order_id),
-                text(&order.user_id),
-                int(order.total_cents),
-                text(&order.currency),
-                text(status),
-                provider_ref.map_or(spin_sdk::sqlite::Value::Null, text),
-                reason.map_or(spin_sdk::sqlite::Value::Null, text),
-                text(&now),
-                text(&now),
-            ],
-        );
-        match inserted {
-            Ok(_) => {}
+        match insert_payment(tx, &payment, &order, reason) {
+            Ok(()) => {}
             // Another delivery of this order recorded its payment first.
             Err(DbError::Conflict) => return Ok(()),
             Err(DbError::Other(e)) => return Err(e),
@@ -214,6 +207,74 @@ fn order_created(db: &Db, event: Event<OrderCreated>) -> Result<(), ApiError> {
     })
 }
 
+/// An `order.created` for an order cancelled before any payment was recorded. An earlier
+/// delivery may have charged and then not committed; the provider is asked, and a charge
+/// it made is refunded (keyed by order, so once) and recorded as a `refunded` payment,
+/// announcing `payment.refunded`, all in one transaction. Nothing charged: nothing changes,
+/// as before.
+fn refund_unrecorded_charge(db: &Db, event_id: &str, order: &OrderCreated) -> Result<(), ApiError> {
+    let found = provider::find_charge(&order.order_id).map_err(provider_unavailable)?;
+    let Some(provider_ref) = charge_to_refund(found) else {
+        return Ok(());
+    };
+    let payment = Existing {
+        id: common::new_id(),
+        status: "refunded".into(),
+        amount_cents: order.total_cents,
+        currency: order.currency.clone(),
+        provider_ref: Some(provider_ref),
+    };
+    refund_at_provider(&payment, &order.order_id)?;
+    db.transaction(|tx| {
+        if !events::first_time(tx, event_id)? {
+            return Ok(());
+        }
+        match insert_payment(tx, &payment, order, None) {
+            Ok(()) => publish("payment.refunded", &payment, &order.order_id, None),
+            // Another delivery of this order recorded its payment (and refund) first.
+            Err(DbError::Conflict) => Ok(()),
+            Err(DbError::Other(e)) => Err(e),
+        }
+    })
+}
+
+/// What the provider's intent for a cancelled order calls for: the charge to refund, if it
+/// succeeded. A declined intent, or none, charged nothing.
+fn charge_to_refund(found: Option<Found>) -> Option<String> {
+    found.filter(Found::succeeded).map(|f| f.provider_ref)
+}
+
+/// Inserts the order's one payment row; a conflict means another delivery inserted it.
+fn insert_payment(
+    tx: &Db,
+    payment: &Existing,
+    order: &OrderCreated,
+    reason: Option<&str>,
+) -> Result<(), DbError> {
+    let now = common::now();
+    tx.try_query(
+        "INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status,
+                               provider_ref, failure_reason, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        &[
+            text(&payment.id),
+            text(&order.order_id),
+            text(&order.user_id),
+            int(payment.amount_cents),
+            text(&payment.currency),
+            text(&payment.status),
+            payment
+                .provider_ref
+                .as_deref()
+                .map_or(spin_sdk::sqlite::Value::Null, text),
+            reason.map_or(spin_sdk::sqlite::Value::Null, text),
+            text(&now),
+            text(&now),
+        ],
+    )
+    .map(drop)
+}
+
 /// The decline of an order the provider must not see. The order service takes only ISO 4217
 /// codes, but an `order.created` published before it did may still be on its way.
 fn declined_before_charging(currency: &str) -> Option<Charge> {
@@ -224,6 +285,13 @@ fn declined_before_charging(currency: &str) -> Option<Charge> {
     })
 }
 
+/// With no payment row yet, the order is only marked cancelled; the provider is not asked.
+/// The `order.created` that has not recorded a payment is either in flight, and finds the
+/// mark inside its transaction, or was not acknowledged and comes again, and then asks the
+/// provider itself ([`refund_unrecorded_charge`]). Asking here as well would put a provider
+/// call on every cancellation before payment and still prove nothing, since a charge in
+/// flight can land just after the answer. (An `order.created` that exhausts its delivery
+/// attempts is a dead letter; redriving it refunds the same way.)
 fn order_cancelled(db: &Db, event: Event<OrderCancelled>) -> Result<(), ApiError> {
     let order_id = event.data.order_id.as_str();
     match payment_for(db, order_id)? {
@@ -258,6 +326,22 @@ fn order_cancelled(db: &Db, event: Event<OrderCancelled>) -> Result<(), ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_succeeded_charge_of_a_cancelled_order_is_refunded() {
+        let found = |status: &str| {
+            Some(Found {
+                provider_ref: "pi_1".into(),
+                status: status.into(),
+            })
+        };
+        assert_eq!(charge_to_refund(None), None);
+        assert_eq!(charge_to_refund(found("requires_payment_method")), None);
+        assert_eq!(
+            charge_to_refund(found("succeeded")).as_deref(),
+            Some("pi_1")
+        );
+    }
 
     #[test]
     fn an_order_in_a_currency_outside_iso_4217_is_declined_without_a_charge() {
