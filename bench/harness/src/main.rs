@@ -33,15 +33,17 @@ use report::Report;
   cargo run --release -p berth-bench -- --only saga_fleet --out bench/results/saga-postgres
                                                      # the saga on PostgreSQL + NATS, 1 and 2 hosts
   cargo run --release -p berth-bench -- --only otel --out bench/results/otel
-                                                     # OTLP export on (to a live receiver) and off"
+                                                     # OTLP export on (to a live receiver) and off
+  cargo run --release -p berth-bench -- --only mesh --out bench/results/mesh
+                                                     # a chained call without and with a call policy"
 )]
 struct Args {
     /// Run every scenario for about a second on debug builds: checks the harness, measures
     /// nothing worth keeping. Writes to bench/results/smoke unless --out says otherwise.
     #[arg(long)]
     smoke: bool,
-    /// Only these scenarios (comma-separated): hello, real, saga, saga_fleet, otel, swap,
-    /// startup.
+    /// Only these scenarios (comma-separated): hello, real, saga, saga_fleet, otel, mesh,
+    /// swap, startup.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
     /// Measured runs per server; servers take turns, in a rotating order.
@@ -84,12 +86,13 @@ mod secs {
     }
 }
 
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "hello",
     "real",
     "saga",
     "saga_fleet",
     "otel",
+    "mesh",
     "swap",
     "startup",
 ];
@@ -155,6 +158,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if selected("otel") {
         scenarios::otel::run(&kit, &settings, &work, &mut report).await?;
+    }
+    if selected("mesh") {
+        scenarios::mesh::run(&kit, &settings, &work, &mut report).await?;
     }
     if selected("swap") {
         scenarios::swap::run(&kit, &settings, &work, &mut report).await?;

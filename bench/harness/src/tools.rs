@@ -70,7 +70,12 @@ pub async fn prepare(
         .get("native-hello")
         .cloned()
         .context("cargo built no `native-hello` binary")?;
-    for manifest in ["bench/hello.toml", "spin.toml", "tests/apps/sandbox.toml"] {
+    for manifest in [
+        "bench/hello.toml",
+        "bench/chain.toml",
+        "spin.toml",
+        "tests/apps/sandbox.toml",
+    ] {
         build_components(&berth, root, manifest).await?;
     }
     let wasm = root.join("target/wasm32-wasip2/release");

@@ -3,6 +3,7 @@
 //! lands on all of them alike.
 
 pub mod hello;
+pub mod mesh;
 pub mod otel;
 pub mod real;
 pub mod saga;
@@ -158,4 +159,31 @@ pub async fn user(
         .context("the login names no user id")?;
     let token = login["token"].as_str().context("the login has no token")?;
     Ok((id.to_owned(), token.to_owned()))
+}
+
+/// `<admin>/metrics` as text; `None` if it cannot be read.
+pub async fn metrics(client: &reqwest::Client, admin: &str) -> Option<String> {
+    client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// The value of counter `name` (OpenMetrics adds `_total`) on the line with exactly these
+/// `labels`, written as the exposition writes them: `signal="spans"`,
+/// `component="chain",destination="hello.spin.internal"`.
+pub fn counter(text: &str, name: &str, labels: &str) -> Option<u64> {
+    let labels = format!("{{{labels}}} ");
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let rest = rest.strip_prefix("_total").unwrap_or(rest);
+        let value = rest.strip_prefix(&labels)?.split_whitespace().next()?;
+        value.parse::<f64>().ok().map(|v| v as u64)
+    })
 }

@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use super::saga::{CLIENTS, Round, one_round, order};
-use super::{Contestant, alternate, summaries_json, user};
+use super::{Contestant, alternate, counter, metrics, summaries_json, user};
 use crate::Settings;
 use crate::load::{Load, Summary};
 use crate::report::{Better, Report, Table, number};
@@ -529,41 +529,24 @@ struct HostCounters {
 impl HostCounters {
     /// From `<admin>/metrics`; `None` if it cannot be read (the table then shows `?`).
     async fn read(client: &reqwest::Client, admin: &str) -> Option<HostCounters> {
-        let text = client
-            .get(format!("{admin}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .error_for_status()
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = metrics(client, admin).await?;
         Some(HostCounters::parse(&text))
     }
 
     fn parse(text: &str) -> HostCounters {
-        let signal = |signal: &str| SignalCounters {
-            exported: counter(text, "berth_otel_exported", signal),
-            dropped: counter(text, "berth_otel_dropped", signal),
-            failed_batches: counter(text, "berth_otel_export_failures", signal),
+        let signal = |signal: &str| {
+            let labels = format!("signal=\"{signal}\"");
+            SignalCounters {
+                exported: counter(text, "berth_otel_exported", &labels),
+                dropped: counter(text, "berth_otel_dropped", &labels),
+                failed_batches: counter(text, "berth_otel_export_failures", &labels),
+            }
         };
         HostCounters {
             spans: signal("spans"),
             logs: signal("logs"),
         }
     }
-}
-
-/// The value of counter `name` (OpenMetrics adds `_total`) with `signal="<signal>"`.
-fn counter(text: &str, name: &str, signal: &str) -> Option<u64> {
-    let labels = format!("{{signal=\"{signal}\"}} ");
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let rest = rest.strip_prefix("_total").unwrap_or(rest);
-        let value = rest.strip_prefix(&labels)?.split_whitespace().next()?;
-        value.parse::<f64>().ok().map(|v| v as u64)
-    })
 }
 
 #[cfg(test)]
