@@ -72,30 +72,7 @@ async fn killed_mid_burst(data: tempfile::TempDir) {
     let token = login["token"].as_str().unwrap().to_owned();
 
     // Eight clients place orders back to back; the host dies under them.
-    let burst = (0..8).map(|_| {
-        let (client, base, token) = (client.clone(), base.clone(), token.clone());
-        tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            for _ in 0..1000 {
-                let sent = client
-                    .post(format!("{base}/api/v1/orders"))
-                    .bearer_auth(&token)
-                    .json(&order_body(1))
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status() == 201 => {
-                        let order: Value = r.json().await.unwrap();
-                        acknowledged.push(order["id"].as_str().unwrap().to_owned());
-                    }
-                    Ok(r) => panic!("an order failed before the crash: {}", r.status()),
-                    Err(_) => break,
-                }
-            }
-            acknowledged
-        })
-    });
-    let burst: Vec<_> = burst.collect();
+    let burst = orders_until_the_host_dies(&client, &base, &token, 8);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     host.kill();
     let mut acknowledged = Vec::new();

@@ -312,23 +312,6 @@ fn traffic(app: Arc<TestApp>, user: User, stop: Arc<AtomicBool>) -> tokio::task:
     })
 }
 
-/// Makes the payment service's writes fail until [`FIX_PAYMENTS`]: a cause outside the
-/// message that an operator can fix, so that its redrive then completes the saga.
-const BREAK_PAYMENTS: &str =
-    "CREATE TRIGGER IF NOT EXISTS payments_broken BEFORE INSERT ON payments
-BEGIN SELECT RAISE(ABORT, 'the payments table is broken for the test'); END;";
-const FIX_PAYMENTS: &str = "DROP TRIGGER IF EXISTS payments_broken";
-
-async fn payments_database(app: &TestApp, statement: &'static str) {
-    use sqlx::Executor as _;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(app.data_dir.path().join("sqlite/payments.db"))
-        .busy_timeout(Duration::from_secs(10));
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    pool.execute(statement).await.unwrap();
-    pool.close().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_a_real_browser() {
     ensure_built();
@@ -354,9 +337,16 @@ async fn the_dashboard_works_in_a_real_browser() {
     wait_until_ready(admin).await;
     let app = Arc::new(TestApp::of_process(port, admin, data));
 
-    // A dead letter: an order whose payment cannot be written, retried until it is dead;
-    // then the cause is fixed, so that the page's redrive completes the saga.
-    payments_database(&app, BREAK_PAYMENTS).await;
+    // A dead letter: an order whose payment event is refused (a 4xx is dead-lettered at its
+    // first attempt), by an injected fault; then the fault is cleared, so that the page's
+    // redrive completes the saga.
+    let fault = app
+        .add_fault(serde_json::json!({
+            "component": "payment",
+            "route": "/api/v1/payments/events",
+            "abortStatus": 422,
+        }))
+        .await;
     let shopper = app.user().await;
     let stuck = app.create_order(&shopper, 1).await;
     assert_eq!(stuck.status, 201, "{}", stuck.text);
@@ -383,7 +373,7 @@ async fn the_dashboard_works_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    payments_database(&app, FIX_PAYMENTS).await;
+    app.clear_faults(Some(&fault)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = traffic(app.clone(), app.user().await, stop.clone());

@@ -941,3 +941,87 @@ pub async fn publish_traced(app: &TestApp, trace_id: &str) {
         .unwrap();
     assert_eq!(sent.status(), 200);
 }
+
+impl TestApp {
+    /// Puts a fault in force through the admin API, as `berth fault add` does; its id.
+    pub async fn add_fault(&self, spec: Value) -> String {
+        let added = self
+            .client
+            .post(format!("{}/admin/v1/faults", self.admin))
+            .bearer_auth(&self.admin_token)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        let status = added.status();
+        let added: Value = added.json().await.unwrap();
+        assert_eq!(status, 201, "{added}");
+        added["fault"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Clears fault `id`, or every fault.
+    pub async fn clear_faults(&self, id: Option<&str>) {
+        let path = match id {
+            Some(id) => format!("/admin/v1/faults/{id}"),
+            None => "/admin/v1/faults".to_owned(),
+        };
+        let cleared = self
+            .client
+            .delete(format!("{}{path}", self.admin))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cleared.status(), 200);
+    }
+
+    /// Runs the berth CLI against this host's admin API: whether it succeeded, and what it
+    /// printed (stdout, then stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let output = berth_command()
+            .args(args)
+            .args(["--admin", &self.admin, "--token", &self.admin_token])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    }
+}
+
+/// `clients` clients placing orders at `base` back to back until the host stops answering;
+/// each task gives the ids of the orders it saw acknowledged.
+pub fn orders_until_the_host_dies(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    clients: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    (0..clients)
+        .map(|_| {
+            let (client, base, token) = (client.clone(), base.to_owned(), token.to_owned());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for _ in 0..1000 {
+                    let sent = client
+                        .post(format!("{base}/api/v1/orders"))
+                        .bearer_auth(&token)
+                        .json(&order_body(1))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 201 => {
+                            let order: Value = r.json().await.unwrap();
+                            acknowledged.push(order["id"].as_str().unwrap().to_owned());
+                        }
+                        Ok(r) => panic!("an order failed before the host died: {}", r.status()),
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin_paths;
+mod chaos;
 mod cli;
 mod cloudevents;
 mod connections;
@@ -12,6 +13,7 @@ mod dashboard;
 mod dead_letters;
 mod deploy;
 mod events;
+mod faults;
 mod fleet;
 mod gateway;
 mod helpers;

@@ -5,6 +5,7 @@ mod build;
 mod check;
 mod dead_letters;
 mod deploy;
+mod fault;
 mod status;
 mod up;
 mod watch;
@@ -81,6 +82,13 @@ Only that group gets the message again (others that handled it do not), with its
 trace, from a first attempt; its inbox makes sure it applies once. A message that fails
 again becomes a dead letter again.")]
     Redrive(dead_letters::RedriveArgs),
+    /// Inject, list and clear faults (delays and aborts) in a running host, to prove the
+    /// app survives a slow or failing dependency.
+    #[command(after_help = "Examples:
+  berth fault add payment-provider --abort 503 --abort-percent 30
+  berth fault list
+  berth fault clear --all")]
+    Fault(fault::FaultArgs),
 }
 
 #[derive(Args)]
@@ -234,6 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::DeadLetters(args) => dead_letters::show(args).await,
         Command::Redrive(args) => dead_letters::redrive(args).await,
+        Command::Fault(args) => fault::run(args).await,
         Command::Deploy(args) => deploy::deploy(args).await,
         Command::Promote(args) => deploy::promote(args).await,
         Command::Rollback(args) => deploy::rollback(args).await,

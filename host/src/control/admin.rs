@@ -11,6 +11,9 @@
 //! | `POST /admin/v1/components/{id}/rollback` | drop the canary, or return to the previous version |
 //! | `GET /admin/v1/dead-letters` | messages that exhausted their delivery attempts |
 //! | `POST /admin/v1/dead-letters/{group}/{id}/redrive` | send one back to its group, from a first attempt (`messaging::path_segment` spells an unusual id) |
+//! | `GET /admin/v1/faults` | the faults injected on this host, with what each did so far |
+//! | `POST /admin/v1/faults` | inject one: `{"component", "route"?, "outbound"?, "delayMs"?, "delayPercent"?, "abortStatus"?, "abortPercent"?}` ([`crate::mesh::fault`]) |
+//! | `DELETE /admin/v1/faults` and `DELETE /admin/v1/faults/{id}` | clear them all, or one |
 //! | `GET /admin/v1/fleet` | every host of the fleet and what each serves (`null` alone) |
 //! | `GET /admin/v1/stream` | server-sent events: a snapshot of every component a second |
 //! | `GET /admin/v1/traces` | the last traces this host recorded, newest first |
@@ -232,6 +235,9 @@ fn control_error(e: DeployError) -> ApiError {
     }
 }
 
+/// The largest fault a request may describe.
+const MAX_FAULT_BYTES: u64 = 16 * 1024;
+
 /// `canary=PCT` from a query string: a whole percentage in [`CANARY_PERCENT`].
 fn canary(query: Option<&str>) -> Result<Option<u32>, ApiError> {
     let Some(value) = query
@@ -356,6 +362,46 @@ impl Admin {
         Ok(Bytes::from(wasm))
     }
 
+    /// Puts the fault in the JSON body in force on this host.
+    async fn add_fault(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        use crate::mesh::fault::{FaultError, FaultSpec};
+        let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "BAD_FAULT", message);
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let mut body = body::Bounded::new(request.into_body(), declared, MAX_FAULT_BYTES)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        let mut text = Vec::new();
+        while let Some(data) = body.next().await.map_err(|e| bad(e.to_string()))? {
+            text.extend_from_slice(&data);
+        }
+        let spec: FaultSpec = serde_json::from_slice(&text).map_err(|e| {
+            bad(format!(
+                "the fault is not JSON of the expected shape ({e}); send {{\"component\":\"payment-provider\",\"abortStatus\":503,\"abortPercent\":30}}"
+            ))
+        })?;
+        let registry = self.control.registry();
+        match registry.faults().add(spec, |id| registry.get(id).is_some()) {
+            Ok(fault) => Ok(json(
+                StatusCode::CREATED,
+                &serde_json::json!({ "fault": *fault }),
+            )),
+            Err(e @ FaultError::UnknownComponent(_)) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "UNKNOWN_COMPONENT",
+                format!("{e}; `berth status` lists the components"),
+            )),
+            Err(e @ FaultError::TooMany) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "TOO_MANY_FAULTS",
+                e.to_string(),
+            )),
+            Err(e @ FaultError::Invalid(_)) => Err(bad(e.to_string())),
+        }
+    }
+
     /// An authorised request whose path is spelled exactly.
     async fn control(
         &self,
@@ -397,6 +443,35 @@ impl Admin {
                 Some(Ok(fleet)) => Ok(json(StatusCode::OK, &serde_json::json!({ "fleet": fleet }))),
                 Some(Err(e)) => Err(control_error(DeployError::Fleet(e))),
             },
+            (&Method::GET, ["admin", "v1", "faults"]) => {
+                let faults = self.control.registry().faults().list();
+                let faults: Vec<&crate::mesh::fault::Fault> = faults.iter().map(|f| &**f).collect();
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "faults": faults }),
+                ))
+            }
+            (&Method::POST, ["admin", "v1", "faults"]) => self.add_fault(request).await,
+            (&Method::DELETE, ["admin", "v1", "faults"]) => {
+                let cleared = self.control.registry().faults().clear_all();
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "cleared": cleared }),
+                ))
+            }
+            (&Method::DELETE, ["admin", "v1", "faults", id]) => {
+                if self.control.registry().faults().clear(id) {
+                    Ok(json(StatusCode::OK, &serde_json::json!({ "cleared": 1 })))
+                } else {
+                    Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "FAULT_NOT_FOUND",
+                        format!(
+                            "no fault `{id}` on this host; list them with `berth fault list` or GET /admin/v1/faults"
+                        ),
+                    ))
+                }
+            }
             (&Method::POST, ["admin", "v1", "components", id, "versions"]) => {
                 self.deploy(id, request).await
             }
@@ -539,7 +614,11 @@ impl Admin {
 
 impl Admin {
     fn metrics(&self) -> Response<Body> {
-        let text = self.control.metrics.render(self.control.registry().iter());
+        let registry = self.control.registry();
+        let text = self
+            .control
+            .metrics
+            .render(registry.iter(), registry.faults());
         let mut response = Response::new(
             http_body_util::Full::new(Bytes::from(text))
                 .map_err(|never| match never {})

@@ -9,6 +9,7 @@
 //! timeout passed, each with `x-berth-mesh` naming why.
 
 pub mod breaker;
+pub mod fault;
 pub mod policy;
 pub mod retry;
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use breaker::{Admission, Breaker, State};
+pub use fault::{Faults, Point};
 pub use policy::{CallSettings, Policy};
 use retry::{Budget, Outcome};
 

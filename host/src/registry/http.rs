@@ -24,6 +24,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use super::invocation::{self, Failure, Trace};
 use super::{Registry, Slot};
 use crate::capabilities::http_outbound::LocalService;
+use crate::mesh::Point;
+use crate::mesh::fault::FAULT_HEADER;
 use crate::response::{ApiError, Body};
 use crate::state::{Finished, Outcome};
 use crate::telemetry::otel;
@@ -56,7 +58,7 @@ pub enum Commit {
 
 /// Runs `request` on the component's current version (the canary for its share), and
 /// says how its unit of work ended. Without a `permit` it waits for one of the component's
-/// slots.
+/// slots. A fault injected on the component for this `point` acts first.
 pub async fn invoke(
     registry: &Arc<Registry>,
     slot: &Slot,
@@ -64,6 +66,7 @@ pub async fn invoke(
     ids: &RequestIds,
     commit: Commit,
     permit: Option<OwnedSemaphorePermit>,
+    point: Point,
 ) -> Result<(Response<Body>, Finished), Failure> {
     let span = invocation::span(slot);
     if otel::recording()
@@ -84,9 +87,30 @@ pub async fn invoke(
     } else {
         ids
     };
-    let result = run(registry, slot, request, ids, commit, permit)
-        .instrument(span.clone())
-        .await;
+    let faults = registry.faults();
+    let injected = if faults.is_empty() {
+        None
+    } else {
+        faults
+            .inbound(&slot.id, request.uri().path(), point)
+            .instrument(span.clone())
+            .await
+    };
+    let result = match injected {
+        Some(injected) => {
+            let mut response = ApiError::new(injected.status, "FAULT_INJECTED", injected.message())
+                .into_response(&ids.trace_id);
+            if let Ok(id) = HeaderValue::from_str(&injected.fault) {
+                response.headers_mut().insert(FAULT_HEADER, id);
+            }
+            Ok((response, Finished::RolledBack))
+        }
+        None => {
+            run(registry, slot, request, ids, commit, permit)
+                .instrument(span.clone())
+                .await
+        }
+    };
     match &result {
         Ok((response, _)) => {
             let status = response.status();
@@ -301,7 +325,15 @@ impl LocalService for Registry {
         let (mut parts, body) = request.into_parts();
         chained_headers(&mut parts, &ids);
         let request = Request::from_parts(parts, Full::new(body));
-        let invoked = invoke(&self, &slot, request, &ids, Commit::UnlessServerError, None);
+        let invoked = invoke(
+            &self,
+            &slot,
+            request,
+            &ids,
+            Commit::UnlessServerError,
+            None,
+            Point::Chained,
+        );
         let response = match invoked.instrument(span).await {
             Ok((response, _)) => response,
             Err(failure) => failure_response(failure, component).into_response(&ids.trace_id),

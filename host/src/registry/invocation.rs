@@ -184,6 +184,7 @@ fn state(
             local: registry.clone(),
             events: published.clone(),
             calls: slot.calls.clone(),
+            faults: registry.faults().clone(),
         },
         sql: SqlSession::new(
             slot.id.clone(),

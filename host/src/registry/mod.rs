@@ -29,6 +29,7 @@ use crate::capabilities::messaging::Messaging;
 use crate::capabilities::{key_value, sql};
 use crate::config::{self, Limits};
 use crate::engine::Engine;
+use crate::mesh::Faults;
 use crate::state::InvocationState;
 
 pub use loader::LoadError;
@@ -215,6 +216,8 @@ pub struct Registry {
     engine: Engine,
     /// The largest body a chained request may carry (`max_request_bytes`).
     max_request_bytes: u64,
+    /// Faults injected at run time, for every component of this host.
+    faults: Arc<Faults>,
 }
 
 impl Registry {
@@ -230,7 +233,12 @@ impl Registry {
                 .collect(),
             engine,
             max_request_bytes,
+            faults: Arc::default(),
         }
+    }
+
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     pub fn engine(&self) -> &Engine {

@@ -498,9 +498,14 @@ impl Metrics {
     }
 
     /// Everything in the Prometheus text format, with the instance gauges of `slots`.
-    pub fn render<'a>(&self, slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> String {
+    pub fn render<'a>(
+        &self,
+        slots: impl IntoIterator<Item = &'a Arc<Slot>>,
+        faults: &crate::mesh::Faults,
+    ) -> String {
         let mut out = String::new();
-        let scraped = self.scrape(slots);
+        let mut scraped = self.scrape(slots);
+        faults.register(&mut scraped);
         let encoded = prometheus_text::encode(&mut out, &self.registry)
             .and_then(|()| prometheus_text::encode(&mut out, &scraped));
         // Writing to a `String` cannot fail, so an error is the encoder's own: serve what it
@@ -588,7 +593,7 @@ mod tests {
         metrics.request(c, "abc", "/api/...", 201, Duration::from_millis(30));
         metrics.request(c, "abc", "/api/...", 503, Duration::from_micros(100));
         metrics.deploy("order", "rejected");
-        let text = metrics.render([]);
+        let text = metrics.render([], &Default::default());
         let line = |needle: &str| {
             text.lines()
                 .find(|l| l.starts_with(needle))
@@ -685,8 +690,8 @@ mod tests {
             .idle_closed
             .store(1, Ordering::Relaxed);
         // A second scrape must not add the connection counts up again.
-        metrics.render([]);
-        let text = metrics.render([]);
+        metrics.render([], &Default::default());
+        let text = metrics.render([], &Default::default());
         for line in [
             "# TYPE berth_requests_total counter",
             "# TYPE berth_request_duration_seconds histogram",

@@ -61,6 +61,7 @@ pub async fn send(
     component: &str,
     request: http::Request<WasiBody>,
     policy: Option<Arc<Destination>>,
+    chaos: Option<super::Chaos>,
 ) -> Result<http::Response<WasiBody>, HttpError> {
     let internal = |m: String| HttpError::InternalError(Some(m));
     let (parts, body) = request.into_parts();
@@ -69,17 +70,25 @@ pub async fn send(
         .await
         .map_err(|e| internal(format!("cannot read the request body: {e:?}")))?
         .to_bytes();
+    // One try: the faults aimed at this call first, then the component.
+    let attempt = |request: http::Request<Bytes>| {
+        let (local, chaos) = (local.clone(), chaos.clone());
+        async move {
+            match super::Chaos::strike(chaos.as_ref()).await {
+                Some(answer) => Ok(answer),
+                None => local.call(component, request).await,
+            }
+        }
+    };
     let response = match policy {
-        None => local
-            .call(component, http::Request::from_parts(parts, body))
+        None => attempt(http::Request::from_parts(parts, body))
             .await
             .map_err(internal)?,
         Some(policy) => {
             let idempotent = mesh::retry::idempotent(&parts.method, &parts.headers);
             let sent = policy
                 .call(idempotent, || {
-                    let request = http::Request::from_parts(parts.clone(), body.clone());
-                    local.clone().call(component, request)
+                    attempt(http::Request::from_parts(parts.clone(), body.clone()))
                 })
                 .await;
             match sent {

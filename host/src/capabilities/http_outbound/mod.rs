@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::mesh::{self, Calls, Destination, Stopped};
+use crate::mesh::{self, Calls, Destination, Faults, Stopped};
 use crate::telemetry::otel;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -228,6 +228,40 @@ pub struct OutboundHttp {
     pub events: Arc<dyn EventSink>,
     /// The component's call policies, by destination.
     pub calls: Arc<Calls>,
+    /// Faults injected on this host, some of which may aim at these calls.
+    pub faults: Arc<Faults>,
+}
+
+/// The faults a call to one destination may meet, checked before each try: an injected
+/// failure is then one the call policy retries, times out or counts, as a real one.
+#[derive(Clone)]
+pub(crate) struct Chaos {
+    faults: Arc<Faults>,
+    component: Arc<str>,
+    host: String,
+    path: String,
+}
+
+impl Chaos {
+    /// `None` while no fault is in force, which is all a call pays then.
+    fn of(hooks: &OutboundHttp, host: &str, uri: &http::Uri) -> Option<Chaos> {
+        (!hooks.faults.is_empty()).then(|| Chaos {
+            faults: hooks.faults.clone(),
+            component: hooks.component.clone(),
+            host: host.to_owned(),
+            path: uri.path().to_owned(),
+        })
+    }
+
+    /// Sleeps through an injected delay; returns an injected abort's answer.
+    pub(crate) async fn strike(chaos: Option<&Chaos>) -> Option<http::Response<bytes::Bytes>> {
+        let chaos = chaos?;
+        chaos
+            .faults
+            .outbound(&chaos.component, &chaos.host, &chaos.path)
+            .await
+            .map(|injected| injected.response())
+    }
 }
 
 impl OutboundHttp {
@@ -281,6 +315,7 @@ impl WasiHttpHooks for OutboundHttp {
             .unwrap_or_default()
             .to_ascii_lowercase();
         let method = request.method().clone();
+        let chaos = Chaos::of(self, &host, request.uri());
         if host == EVENTS_HOST {
             let events = self.events.clone();
             // Each message carries the invocation's traceparent (see `Published`): its
@@ -297,6 +332,9 @@ impl WasiHttpHooks for OutboundHttp {
                 .insert("traceparent", self.traceparent.clone());
             return Box::new(tracing::Instrument::instrument(
                 async move {
+                    if let Some(answer) = Chaos::strike(chaos.as_ref()).await {
+                        return Ok((answer.map(whole), no_io()));
+                    }
                     let response = chaining::publish(events, request).await?;
                     Ok((response, no_io()))
                 },
@@ -320,7 +358,8 @@ impl WasiHttpHooks for OutboundHttp {
             let policy = self.calls.to(&host);
             return Box::new(tracing::Instrument::instrument(
                 async move {
-                    let response = chaining::send(local, &component, request, policy).await?;
+                    let response =
+                        chaining::send(local, &component, request, policy, chaos).await?;
                     tracing::Span::current()
                         .record("http.response.status_code", response.status().as_u16());
                     Ok((response, no_io()))
@@ -345,8 +384,8 @@ impl WasiHttpHooks for OutboundHttp {
         Box::new(tracing::Instrument::instrument(
             async move {
                 let (response, io) = match policy {
-                    None => send_once(request, options).await?,
-                    Some(policy) => send_under(&policy, request, options).await?,
+                    None => send_once(request, options, chaos.as_ref()).await?,
+                    Some(policy) => send_under(&policy, request, options, chaos).await?,
                 };
                 tracing::Span::current()
                     .record("http.response.status_code", response.status().as_u16());
@@ -380,8 +419,12 @@ pub const MAX_RETRIED_BODY_BYTES: usize = 1024 * 1024;
 async fn send_once(
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
+    chaos: Option<&Chaos>,
 ) -> Result<(http::Response<WasiBody>, Io), HttpError> {
     use http_body_util::BodyExt;
+    if let Some(answer) = Chaos::strike(chaos).await {
+        return Ok((answer.map(whole), no_io()));
+    }
     let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
     Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Io))
 }
@@ -392,8 +435,10 @@ async fn send_under(
     policy: &Destination,
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
+    chaos: Option<Chaos>,
 ) -> Result<(http::Response<WasiBody>, Io), HttpError> {
     use http_body_util::BodyExt;
+    let chaos = chaos.as_ref();
     let idempotent = mesh::retry::idempotent(request.method(), request.headers());
     let (parts, body) = request.into_parts();
     let sent = if policy.may_retry(idempotent) {
@@ -419,6 +464,7 @@ async fn send_under(
                 send_once(
                     http::Request::from_parts(parts.clone(), whole(body.clone())),
                     options,
+                    chaos,
                 )
             })
             .await
@@ -431,7 +477,7 @@ async fn send_under(
                     .map(|body| http::Request::from_parts(parts.clone(), body));
                 async move {
                     match request {
-                        Some(request) => send_once(request, options).await,
+                        Some(request) => send_once(request, options, chaos).await,
                         None => Err(HttpError::InternalError(Some(
                             "a request that may not be retried was about to be sent twice".into(),
                         ))),
@@ -519,6 +565,7 @@ mod tests {
             ),
             local: Arc::new(Nowhere),
             calls: Default::default(),
+            faults: Default::default(),
             events: Arc::new(crate::capabilities::messaging::Published::new(
                 "payment".into(),
                 "/app/payment".into(),

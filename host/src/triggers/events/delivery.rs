@@ -23,6 +23,8 @@ use crate::capabilities::messaging::{
 };
 use crate::capabilities::sql::Database;
 use crate::config::Messaging;
+use crate::mesh::Point;
+use crate::mesh::fault::Injected;
 use crate::registry::http::{Commit, RequestIds, chained_headers, invoke};
 use crate::registry::invocation::{self, Failure};
 use crate::registry::{Registry, Slot};
@@ -175,18 +177,21 @@ impl Consumer {
                 Ok(true) => Ok(Finished::Duplicate),
                 Ok(false) => match self.route_of(&message.subject) {
                     Some(uri) => self.post(uri.clone(), &message, permit, trace).await,
-                    None => {
-                        invocation::handle_message(
-                            &self.registry,
-                            &self.slot,
-                            permit,
-                            &message,
-                            None,
-                            true,
-                            trace,
-                        )
-                        .await
-                    }
+                    None => match self.injected().await {
+                        Some(injected) => Err(failure(injected.status, injected.message())),
+                        None => {
+                            invocation::handle_message(
+                                &self.registry,
+                                &self.slot,
+                                permit,
+                                &message,
+                                None,
+                                true,
+                                trace,
+                            )
+                            .await
+                        }
+                    },
                 },
                 Err(e) => Err(Failure::Failed(format!("cannot read its inbox: {e}"))),
             };
@@ -209,6 +214,16 @@ impl Consumer {
 }
 
 impl Consumer {
+    /// A fault injected on deliveries to the `wasmcloud:messaging` handler, which has no
+    /// route; those to a route meet theirs in `invoke`.
+    async fn injected(&self) -> Option<Injected> {
+        let faults = self.registry.faults();
+        if faults.is_empty() {
+            return None;
+        }
+        faults.inbound(&self.slot.id, "", Point::Delivery).await
+    }
+
     /// The URI of the HTTP route `subject` is delivered to; `None` for the wasmcloud handler.
     fn route_of(&self, subject: &str) -> Option<&Uri> {
         self.targets
@@ -249,6 +264,7 @@ impl Consumer {
             &ids,
             commit,
             Some(permit),
+            Point::Delivery,
         )
         .await?;
         let status = response.status();
@@ -265,14 +281,20 @@ impl Consumer {
             "answered {status}: {}",
             String::from_utf8_lossy(&body[..body.len().min(MAX_REASON_BYTES)])
         );
-        if status.is_server_error()
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS
-        {
-            Err(Failure::Handler(reason))
-        } else {
-            Err(Failure::Rejected(reason))
-        }
+        Err(failure(status, reason))
+    }
+}
+
+/// A handler's error status as a failure: worth retrying when the server failed, timed out
+/// or was busy; a refusal otherwise, which no retry changes.
+fn failure(status: StatusCode, reason: String) -> Failure {
+    if status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
+        Failure::Handler(reason)
+    } else {
+        Failure::Rejected(reason)
     }
 }
 

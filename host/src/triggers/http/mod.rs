@@ -395,10 +395,19 @@ impl Gateway {
         );
         let request = Request::from_parts(parts, Full::new(body));
         let commit = crate::registry::http::Commit::UnlessServerError;
-        crate::registry::http::invoke(&self.registry, &target.slot, request, ids, commit, None)
-            .await
-            .map(|(response, _)| response)
-            .map_err(|failure| failure_response(failure, &target.slot.id))
+        let point = crate::mesh::Point::Request;
+        crate::registry::http::invoke(
+            &self.registry,
+            &target.slot,
+            request,
+            ids,
+            commit,
+            None,
+            point,
+        )
+        .await
+        .map(|(response, _)| response)
+        .map_err(|failure| failure_response(failure, &target.slot.id))
     }
 
     /// A 429 with what the client needs to come back at the right time.
