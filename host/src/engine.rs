@@ -122,8 +122,9 @@ impl Engine {
     }
 
     /// Compiles `wasm`, a component or a core module made one (see [`crate::componentize`]),
-    /// or loads the artifact an earlier run left in the cache. Runs on a blocking thread:
-    /// compiling takes seconds and must not stall the request workers.
+    /// or loads the artifact an earlier run left in the cache. Runs on the compiler's own
+    /// low-priority threads ([`compiler`]): compiling takes seconds and must not stall the
+    /// request workers, nor take their cores while they are busy.
     pub async fn compile(&self, wasm: bytes::Bytes) -> anyhow::Result<Compiled> {
         let turn = self
             .compiling
@@ -132,9 +133,10 @@ impl Engine {
             .await
             .context("the engine is shutting down")?;
         let engine = self.clone();
+        let compiler = compiler()?;
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            engine.compile_blocking(&wasm)
+            compiler.install(|| engine.compile_blocking(&wasm))
         })
         .await
         .context("the compiler thread panicked")?
@@ -219,5 +221,52 @@ impl Hasher for Sha256Hasher {
 
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+}
+
+/// The compiler's threads: a rayon pool of their own, one per core, at the lowest CPU
+/// priority (nice 19), shared by every engine of the process. wasmtime compiles a
+/// component's functions in parallel on the current rayon pool, so a deploy under load
+/// takes longer rather than taking cores from the requests; on an idle machine (at start)
+/// it runs at full speed.
+fn compiler() -> anyhow::Result<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("berth-compile-{i}"))
+        .start_handler(|_| lowest_priority())
+        .build()
+        .context("cannot start the compiler's threads")?;
+    Ok(POOL.get_or_init(|| pool))
+}
+
+/// Lowers the calling thread's CPU priority: on Linux each thread has its own nice value,
+/// and `who = 0` names the caller. A refusal leaves the thread as it was.
+fn lowest_priority() {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0;
+    if refused {
+        tracing::debug!(
+            "cannot lower the compiler thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compiler_runs_at_the_lowest_priority_and_the_caller_keeps_its_own() {
+        // SAFETY (both): getpriority takes plain integers and touches no memory of ours.
+        let caller = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let compiling = compiler()
+            .unwrap()
+            .install(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
+        assert_eq!(compiling, 19);
+        assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, caller);
     }
 }

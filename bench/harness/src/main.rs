@@ -123,7 +123,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             Duration::from_secs(2)
         },
-        swaps: if args.smoke { 2 } else { 20 },
+        swaps: if args.smoke { 2 } else { 100 },
         many_components: if args.smoke { 10 } else { 200 },
     };
     let root = tools::repo_root();

@@ -93,6 +93,16 @@ pub async fn run(
         0.0,
         "failures",
     );
+    report.goal(
+        &format!(
+            "hot swap: p99 while swapping ÷ steady, {} swaps",
+            settings.swaps
+        ),
+        swapping.p99_ms / steady.p99_ms,
+        Better::Lower,
+        1.5,
+        "×",
+    );
     let mut took: Vec<f64> = deploys
         .iter()
         .filter_map(|d| d["clientMs"].as_f64())
