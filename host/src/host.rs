@@ -503,6 +503,9 @@ impl Host {
         );
         background.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+        for slot in self.registry.iter() {
+            slot.drop_kept_instances();
+        }
         for db in &self.databases {
             db.close().await;
         }

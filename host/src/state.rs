@@ -12,6 +12,7 @@ use crate::capabilities::http_outbound::OutboundHttp;
 use crate::capabilities::key_value::KvSession;
 use crate::capabilities::messaging::{MessagingSession, outbox};
 use crate::capabilities::sql::{SqlError, SqlSession};
+use crate::telemetry::GuestOutput;
 
 pub struct InvocationState {
     pub table: ResourceTable,
@@ -23,6 +24,9 @@ pub struct InvocationState {
     pub messaging: MessagingSession,
     pub variables: Arc<HashMap<String, String>>,
     pub limits: GuestLimits,
+    /// The guest's stdout (sharing its owner with stderr): whose output it is moves with
+    /// each request a kept instance serves.
+    pub output: GuestOutput,
 }
 
 impl WasiView for InvocationState {
@@ -103,6 +107,9 @@ pub struct GuestLimits {
     memory_bytes: usize,
     /// Set when the guest asked for more memory than its limit.
     pub exceeded: bool,
+    /// The largest linear memory the instance has: memories only grow, so this is what
+    /// it holds now, and what decides whether a kept instance may serve again.
+    pub memory: usize,
 }
 
 /// The trap of a guest that asked for more memory than its limit.
@@ -118,6 +125,7 @@ impl GuestLimits {
         GuestLimits {
             memory_bytes,
             exceeded: false,
+            memory: 0,
         }
     }
 }
@@ -137,6 +145,7 @@ impl wasmtime::ResourceLimiter for GuestLimits {
             }
             .into());
         }
+        self.memory = self.memory.max(desired);
         Ok(true)
     }
 

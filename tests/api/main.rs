@@ -30,6 +30,7 @@ mod postgres;
 mod postgres_server;
 mod rate_limits;
 mod readiness;
+mod reuse;
 mod saga;
 mod sandbox;
 mod schemathesis;

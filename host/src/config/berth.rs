@@ -15,6 +15,8 @@
 //! | | `timeout_ms` | 10 000 | wall-clock deadline of one invocation, body streaming included |
 //! | | `max_concurrency` | 100 | invocations of this component running at once |
 //! | | `max_response_bytes` | 16 MiB | a longer response body is refused with 500 `RESPONSE_TOO_LARGE` |
+//! | | `instance_reuse` | 1 | requests one instance serves in turn before it is dropped; 1 is a fresh instance per request (see [`crate::registry::reuse`]) |
+//! | | `instance_reuse_memory_mb` | half of `memory_limit_mb` | a reused instance whose memory has grown past this is dropped after its request |
 //! | | `auth` | `"none"` | `"jwt"`: every route needs a valid bearer token... |
 //! | | `public_routes` | `[]` | ...except these (Spin route syntax) |
 //! | | `migrations` | `migrations/<id>` | folder of forward-only SQL migrations for the component's database |
@@ -158,6 +160,10 @@ pub struct ComponentSettings {
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
     #[serde(default)]
+    pub instance_reuse: Option<u32>,
+    #[serde(default)]
+    pub instance_reuse_memory_mb: Option<u64>,
+    #[serde(default)]
     pub auth: Auth,
     #[serde(default)]
     pub public_routes: Vec<String>,
@@ -214,6 +220,9 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 100;
 pub const DEFAULT_MAX_DELIVERY_ATTEMPTS: u32 = 5;
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+/// The most requests one instance may serve: a bound on how long a leak or a corrupted
+/// state can live, even in a component that never fails.
+pub const MAX_INSTANCE_REUSE: u32 = 100_000;
 /// The engine reserves address space for this much linear memory per instance; a component
 /// asking for more is refused at load rather than failing on its first large request.
 pub const MAX_MEMORY_LIMIT_MB: u64 = 4096;

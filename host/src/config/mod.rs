@@ -265,6 +265,17 @@ pub struct Limits {
     pub timeout: std::time::Duration,
     pub max_concurrency: u32,
     pub max_response_bytes: u64,
+    /// Present when the component opted in to serving requests from kept instances.
+    pub reuse: Option<Reuse>,
+}
+
+/// `instance_reuse` and its memory bound, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// Requests one instance serves, 2 or more.
+    pub requests: u32,
+    /// An instance whose linear memory has grown past this is not kept.
+    pub memory_bytes: usize,
 }
 
 impl App {
@@ -411,6 +422,51 @@ mod tests {
                 && undeclared.contains("not declared in [variables]"),
             "{undeclared}"
         );
+    }
+
+    #[test]
+    fn instance_reuse_is_off_by_default_and_bounded_when_on() {
+        let component = |settings: &str| {
+            format!(
+                "{HEADER}[component.c]\nsource = \"c.wasm\"\n[component.c.tool.berth]\n{settings}\n"
+            )
+        };
+        let limits = |settings: &str| parse(&component(settings)).unwrap().components["c"].limits;
+        assert_eq!(limits("").reuse, None);
+        assert_eq!(limits("instance_reuse = 1").reuse, None);
+        assert_eq!(
+            limits("instance_reuse = 50\nmemory_limit_mb = 64").reuse,
+            Some(Reuse {
+                requests: 50,
+                memory_bytes: 32 << 20
+            }),
+            "the memory bound defaults to half the limit"
+        );
+        assert_eq!(
+            limits("instance_reuse = 2\ninstance_reuse_memory_mb = 8")
+                .reuse
+                .map(|r| r.memory_bytes),
+            Some(8 << 20)
+        );
+        for (settings, expected) in [
+            ("instance_reuse = 0", "instance_reuse = 0: use 1"),
+            ("instance_reuse = 100001", "instance_reuse = 100001: use 1"),
+            (
+                "instance_reuse_memory_mb = 4",
+                "needs instance_reuse of 2 or more",
+            ),
+            (
+                "instance_reuse = 9\ninstance_reuse_memory_mb = 200",
+                "instance_reuse_memory_mb = 200: use 1 to memory_limit_mb (128)",
+            ),
+            (
+                "instance_reuse = 9\ninstance_reuse_memory_mb = 0",
+                "instance_reuse_memory_mb = 0",
+            ),
+        ] {
+            let err = problems(&component(settings));
+            assert!(err.contains(expected), "`{settings}`: {err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::berth::{self, Auth, ComponentSettings, RouteSubscription, Subscriptio
 use super::manifest::{self, ComponentRef, HttpTrigger, Manifest, RouteSpec, Source};
 use super::{
     App, ComponentConfig, ConnectionLimits, Limits, Messaging, OutboundHosts, ResponseHeaders,
-    Route, Subscription, Template,
+    Reuse, Route, Subscription, Template,
 };
 use crate::capabilities::messaging::subject;
 use crate::triggers::http::cors::Cors;
@@ -190,6 +190,44 @@ impl Checker<'_> {
     }
 
     /// `[application.tool.berth.connections]`, with defaults and sane ranges.
+    /// `instance_reuse` and `instance_reuse_memory_mb`: `None` for a fresh instance per
+    /// request, the default.
+    fn reuse(
+        &mut self,
+        at: &str,
+        requests: Option<u32>,
+        memory_mb: Option<u64>,
+        memory_limit_mb: u64,
+    ) -> Option<Reuse> {
+        let requests = requests.unwrap_or(1);
+        if requests == 0 || requests > berth::MAX_INSTANCE_REUSE {
+            self.problems.push(format!(
+                "{at} tool.berth.instance_reuse = {requests}: use 1 (a fresh instance per request) to {}",
+                berth::MAX_INSTANCE_REUSE
+            ));
+            return None;
+        }
+        if requests == 1 {
+            if let Some(mb) = memory_mb {
+                self.problems.push(format!(
+                    "{at} tool.berth.instance_reuse_memory_mb = {mb} needs instance_reuse of 2 or more: without reuse every request gets a fresh instance"
+                ));
+            }
+            return None;
+        }
+        let memory_mb = memory_mb.unwrap_or((memory_limit_mb / 2).max(1));
+        if memory_mb == 0 || memory_mb > memory_limit_mb {
+            self.problems.push(format!(
+                "{at} tool.berth.instance_reuse_memory_mb = {memory_mb}: use 1 to memory_limit_mb ({memory_limit_mb})"
+            ));
+            return None;
+        }
+        Some(Reuse {
+            requests,
+            memory_bytes: usize::try_from(memory_mb << 20).unwrap_or(usize::MAX),
+        })
+    }
+
     fn connections(&mut self) -> ConnectionLimits {
         let m = self.m;
         let s = &m.application.tool.berth.connections;
@@ -397,6 +435,8 @@ impl Checker<'_> {
             timeout_ms,
             max_concurrency,
             max_response_bytes,
+            instance_reuse,
+            instance_reuse_memory_mb,
             auth,
             public_routes,
             migrations,
@@ -425,6 +465,12 @@ impl Checker<'_> {
                 "{at} tool.berth.max_concurrency must be at least 1"
             ));
         }
+        let reuse = self.reuse(
+            &at,
+            instance_reuse,
+            instance_reuse_memory_mb,
+            memory_limit_mb,
+        );
         let public_routes = public_routes
             .iter()
             .filter_map(|r| {
@@ -526,6 +572,7 @@ impl Checker<'_> {
                 timeout: std::time::Duration::from_millis(timeout_ms),
                 max_concurrency,
                 max_response_bytes: max_response_bytes.unwrap_or(berth::DEFAULT_MAX_RESPONSE_BYTES),
+                reuse,
             },
             auth,
             public_routes,

@@ -545,10 +545,7 @@ impl Deployments {
         }
         let mut fetched: Vec<(String, bytes::Bytes)> = Vec::new();
         let mut load = async |digest: String| -> anyhow::Result<Arc<Version>> {
-            let held = std::iter::once(&current.stable)
-                .chain(current.canary.as_ref().map(|(v, _)| v))
-                .chain(current.previous.as_ref())
-                .find(|v| v.digest == digest);
+            let held = current.versions().find(|v| v.digest == digest);
             if let Some(version) = held {
                 return Ok(version.clone());
             }
@@ -717,11 +714,7 @@ impl Deployments {
     fn forget_unreferenced(&self, saved: &BTreeMap<String, Saved>) {
         let kept: std::collections::HashSet<PathBuf> = saved
             .values()
-            .flat_map(|s| {
-                std::iter::once(&s.stable)
-                    .chain(s.canary.as_ref().map(|(d, _)| d))
-                    .chain(s.previous.as_ref())
-            })
+            .flat_map(|s| s.versions())
             .map(|digest| self.blob(digest))
             .collect();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {

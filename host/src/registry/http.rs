@@ -22,6 +22,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::invocation::{self, Failure, Trace};
+use super::reuse::Lease;
 use super::{Registry, Slot};
 use crate::capabilities::http_outbound::LocalService;
 use crate::mesh::Point;
@@ -149,10 +150,16 @@ async fn run(
         trace_id: &ids.trace_id,
         traceparent: &ids.traceparent,
     };
-    let mut store = invocation::new_store(registry, slot, &version, trace, deadline);
+    let fresh = || invocation::new_store(registry, slot, &version, trace, deadline);
+    let mut lease = match &version.instances {
+        Some(pool) => pool.lease(fresh, |store| {
+            invocation::renew_store(store, registry, slot, &version, trace, deadline);
+        }),
+        None => Lease::fresh(fresh()),
+    };
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (guest_request, outparam) = {
-        let mut http = store.data_mut().http();
+        let mut http = lease.store.data_mut().http();
         let req = http
             .new_incoming_request(Scheme::Http, request)
             .map_err(|e| Failure::Failed(format!("{e:#}")))?;
@@ -166,19 +173,24 @@ async fn run(
     let (decide, decision) = tokio::sync::oneshot::channel::<bool>();
     let component = slot.id.clone();
     let trace_id = ids.trace_id.clone();
+    let kept_by = version.clone();
     let task = tokio::spawn(
         async move {
             let _permit = permit;
             let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = match lease.bindings.take() {
+                    Some(proxy) => proxy,
+                    None => pre.instantiate_async(&mut lease.store).await?,
+                };
                 proxy
                     .wasi_http_incoming_handler()
-                    .call_handle(&mut store, guest_request, outparam)
-                    .await
+                    .call_handle(&mut lease.store, guest_request, outparam)
+                    .await?;
+                wasmtime::Result::Ok(proxy)
             };
             let result = tokio::time::timeout_at(deadline, run).await;
             let failure = match result {
-                Ok(Ok(())) => {
+                Ok(Ok(proxy)) => {
                     let outcome = match (decision.await, &commit) {
                         (Ok(true), Commit::UnlessServerError) => Outcome::Commit { inbox: None },
                         (Ok(true), Commit::OnSuccess { inbox }) => Outcome::Commit {
@@ -186,13 +198,23 @@ async fn run(
                         },
                         _ => Outcome::Rollback,
                     };
-                    return invocation::finish(&mut store, outcome).await;
+                    let clean = matches!(outcome, Outcome::Commit { .. });
+                    let finished = invocation::finish(&mut lease.store, outcome).await;
+                    // Only an instance whose request ended cleanly may serve another.
+                    if clean
+                        && finished.is_ok()
+                        && let Some(pool) = &kept_by.instances
+                    {
+                        lease.bindings = Some(proxy);
+                        pool.keep(lease);
+                    }
+                    return finished;
                 }
-                Ok(Err(e)) => invocation::classify(e, &limits, store.data().limits.exceeded),
+                Ok(Err(e)) => invocation::classify(e, &limits, lease.store.data().limits.exceeded),
                 Err(_) => Failure::Timeout(limits.timeout.as_millis()),
             };
             tracing::warn!(component = %component, trace_id = %trace_id, "invocation {failure}");
-            invocation::finish(&mut store, Outcome::Rollback).await?;
+            invocation::finish(&mut lease.store, Outcome::Rollback).await?;
             Err(failure)
         }
         .in_current_span(),

@@ -135,6 +135,38 @@ pub fn new_store(
     let state = state(registry, slot, version, trace);
     let mut store = Store::new(registry.engine().wasmtime(), state);
     store.limiter(|s| &mut s.limits);
+    set_deadline(&mut store, deadline);
+    store
+}
+
+/// Readies the Store of a kept instance ([`super::reuse`]) for its next invocation: what the
+/// host gives one invocation is made anew, as in [`new_store`]; the guest's resource table,
+/// its WASI context and what its memory has grown to stay with the instance.
+pub fn renew_store(
+    store: &mut Store<InvocationState>,
+    registry: &Arc<Registry>,
+    slot: &Slot,
+    version: &Version,
+    trace: Trace<'_>,
+    deadline: Instant,
+) {
+    let state = store.data_mut();
+    let Work {
+        outbound,
+        sql,
+        kv,
+        messaging,
+    } = Work::new(registry, slot, version, trace);
+    state.http = WasiHttpCtx::new();
+    state.outbound = outbound;
+    state.sql = sql;
+    state.kv = kv;
+    state.messaging = messaging;
+    state.output.attribute(trace.trace_id.clone());
+    set_deadline(store, deadline);
+}
+
+fn set_deadline(store: &mut Store<InvocationState>, deadline: Instant) {
     store.set_epoch_deadline(1);
     let deadline = deadline.into_std();
     store.epoch_deadline_callback(move |_| {
@@ -144,7 +176,6 @@ pub fn new_store(
             Ok(UpdateDeadline::Yield(1))
         }
     });
-    store
 }
 
 /// The Store's data for one invocation: cheap handles onto the version's load-time state,
@@ -155,52 +186,72 @@ fn state(
     version: &Version,
     trace: Trace<'_>,
 ) -> InvocationState {
+    let (stdout, stderr) = GuestOutput::pair(slot.id.clone(), trace.trace_id.clone());
     let mut wasi = WasiCtxBuilder::new();
     wasi.envs(&version.environment)
-        .stdout(GuestOutput::new(
-            slot.id.clone(),
-            trace.trace_id.clone(),
-            "stdout",
-        ))
-        .stderr(GuestOutput::new(
-            slot.id.clone(),
-            trace.trace_id.clone(),
-            "stderr",
-        ));
-    let published = Arc::new(Published::new(
-        slot.id.clone(),
-        slot.source.clone(),
-        version.publishes.clone(),
-        trace.traceparent.clone(),
-    ));
+        .stdout(stdout.clone())
+        .stderr(stderr);
+    let Work {
+        outbound,
+        sql,
+        kv,
+        messaging,
+    } = Work::new(registry, slot, version, trace);
     InvocationState {
         table: Default::default(),
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
-        outbound: OutboundHttp {
-            component: slot.id.clone(),
-            allowed: version.allowed_hosts.clone(),
-            traceparent: trace.traceparent.clone(),
-            local: registry.clone(),
-            events: published.clone(),
-            calls: slot.calls.clone(),
-            faults: registry.faults().clone(),
-        },
-        sql: SqlSession::new(
-            slot.id.clone(),
-            version.databases.clone(),
-            version.primary_database.clone(),
-        ),
-        kv: KvSession::new(slot.id.clone(), version.stores.clone()),
-        messaging: MessagingSession::new(
-            version.messaging.clone(),
-            published,
-            trace.traceparent.clone(),
-            slot.relay.clone(),
-            registry.clone(),
-        ),
+        outbound,
+        sql,
+        kv,
+        messaging,
         variables: version.variables.clone(),
         limits: GuestLimits::new(version.limits.memory_bytes),
+        output: stdout,
+    }
+}
+
+/// What the host gives one invocation, whether its instance is fresh or kept: its unit of
+/// work (database transaction, outbox), its calls out, all in its trace.
+struct Work {
+    outbound: OutboundHttp,
+    sql: SqlSession,
+    kv: KvSession,
+    messaging: MessagingSession,
+}
+
+impl Work {
+    fn new(registry: &Arc<Registry>, slot: &Slot, version: &Version, trace: Trace<'_>) -> Work {
+        let published = Arc::new(Published::new(
+            slot.id.clone(),
+            slot.source.clone(),
+            version.publishes.clone(),
+            trace.traceparent.clone(),
+        ));
+        Work {
+            outbound: OutboundHttp {
+                component: slot.id.clone(),
+                allowed: version.allowed_hosts.clone(),
+                traceparent: trace.traceparent.clone(),
+                local: registry.clone(),
+                events: published.clone(),
+                calls: slot.calls.clone(),
+                faults: registry.faults().clone(),
+            },
+            sql: SqlSession::new(
+                slot.id.clone(),
+                version.databases.clone(),
+                version.primary_database.clone(),
+            ),
+            kv: KvSession::new(slot.id.clone(), version.stores.clone()),
+            messaging: MessagingSession::new(
+                version.messaging.clone(),
+                published,
+                trace.traceparent.clone(),
+                slot.relay.clone(),
+                registry.clone(),
+            ),
+        }
     }
 }
 

@@ -214,7 +214,13 @@ pub async fn activate(
         .allowed_outbound_hosts
         .resolve(|template| backends.variables.render(template))
         .map_err(LoadError::OutboundHosts)?;
+    let instances = config
+        .limits
+        .reuse
+        .filter(|_| prepared.http.is_some())
+        .map(|reuse| super::reuse::Pool::new(reuse, config.limits.max_concurrency));
     Ok(Version {
+        instances,
         digest: prepared.digest,
         loaded_at: SystemTime::now(),
         http: prepared.http,

@@ -14,6 +14,7 @@ pub mod http;
 pub mod invocation;
 pub mod loader;
 pub mod portability;
+pub mod reuse;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, Semaphore};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use crate::bindings::SubscriberPre;
 use crate::capabilities::http_outbound::AllowedHosts;
@@ -53,6 +54,8 @@ pub struct Version {
     pub environment: Arc<[(String, String)]>,
     pub allowed_hosts: Arc<AllowedHosts>,
     pub limits: Limits,
+    /// Its kept HTTP instances, when the component opted in to reuse (`limits.reuse`).
+    pub instances: Option<reuse::Pool<Proxy>>,
 }
 
 /// Which versions of a component serve, swapped as one value so a request or message sees
@@ -125,6 +128,13 @@ impl<V: Clone> Arrangement<V> {
             }),
             (None, None) => None,
         }
+    }
+
+    /// Every version it holds: the stable one, the canary, the previous one.
+    pub fn versions(&self) -> impl Iterator<Item = &V> {
+        std::iter::once(&self.stable)
+            .chain(self.canary.as_ref().map(|(v, _)| v))
+            .chain(self.previous.as_ref())
     }
 
     pub fn map<W>(&self, f: impl Fn(&V) -> W) -> Arrangement<W> {
@@ -205,8 +215,25 @@ impl Slot {
     }
 
     /// Publishes a new arrangement in one atomic swap; in-flight work keeps its version.
+    /// Instances kept by the versions of the old arrangement are dropped, so none serves
+    /// after a swap, even when its version serves again (a rollback).
     pub fn publish(&self, deployment: Deployment) {
-        self.deployment.store(Arc::new(deployment));
+        let old = self.deployment.swap(Arc::new(deployment));
+        for version in old.versions() {
+            if let Some(pool) = &version.instances {
+                pool.clear();
+            }
+        }
+    }
+
+    /// Drops every instance kept by its versions. They hold the registry (a guest reaches
+    /// the other components through it), so this is what lets a stopped host's registry go.
+    pub fn drop_kept_instances(&self) {
+        for version in self.deployment.load().versions() {
+            if let Some(pool) = &version.instances {
+                pool.clear();
+            }
+        }
     }
 }
 

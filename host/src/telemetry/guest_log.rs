@@ -2,7 +2,7 @@
 //! the trace id so a panic message lands next to the request that caused it.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -11,25 +11,46 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// Longer lines are split, so a guest cannot grow host memory by never writing a newline.
 const MAX_LINE: usize = 16 * 1024;
 
+/// One of a guest's output streams. Both streams of an instance share whose output it is,
+/// which a kept instance ([`crate::registry::reuse`]) moves to each request it serves.
 #[derive(Clone)]
 pub struct GuestOutput {
     component: Arc<str>,
-    trace_id: Arc<str>,
     stream: &'static str,
-    /// The invocation's span, current when the store is made. wasmtime writes a guest's
-    /// output from a task of its own, so each line is logged inside this span explicitly:
-    /// that is what puts the trace and span ids on the exported log record.
+    owner: Arc<Mutex<Owner>>,
+}
+
+/// The invocation an instance's output belongs to.
+struct Owner {
+    trace_id: Arc<str>,
+    /// The invocation's span, current when the store is made or renewed. wasmtime writes a
+    /// guest's output from a task of its own, so each line is logged inside this span
+    /// explicitly: that is what puts the trace and span ids on the exported log record.
     span: tracing::Span,
 }
 
 impl GuestOutput {
-    pub fn new(component: Arc<str>, trace_id: Arc<str>, stream: &'static str) -> GuestOutput {
-        GuestOutput {
-            component,
+    /// An instance's stdout and stderr, owned by the invocation of `trace_id`.
+    pub fn pair(component: Arc<str>, trace_id: Arc<str>) -> (GuestOutput, GuestOutput) {
+        let owner = Arc::new(Mutex::new(Owner {
             trace_id,
-            stream,
             span: tracing::Span::current(),
-        }
+        }));
+        let stream = |stream| GuestOutput {
+            component: component.clone(),
+            stream,
+            owner: owner.clone(),
+        };
+        (stream("stdout"), stream("stderr"))
+    }
+
+    /// From now on, the output belongs to the invocation of `trace_id` (and the current
+    /// span).
+    pub fn attribute(&self, trace_id: Arc<str>) {
+        *self.owner.lock().unwrap_or_else(PoisonError::into_inner) = Owner {
+            trace_id,
+            span: tracing::Span::current(),
+        };
     }
 }
 
@@ -57,14 +78,19 @@ impl LineWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\r', '\n']);
+        let (trace_id, span) = {
+            let owner = self
+                .out
+                .owner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (owner.trace_id.clone(), owner.span.clone())
+        };
         let GuestOutput {
-            component,
-            trace_id,
-            stream,
-            span,
+            component, stream, ..
         } = &self.out;
         let _inside = span.enter();
-        let _context = super::otel::attach(span);
+        let _context = super::otel::attach(&span);
         if *stream == "stderr" {
             tracing::warn!(target: super::GUEST_TARGET, component = %component, trace_id = %trace_id, stream, "{text}");
         } else {

@@ -1,5 +1,6 @@
-//! Hello world: the same .wasm under berth and under `wasmtime serve`, and a native hyper
-//! server doing the same with no wasm at all. Measures the cost of the wasm path itself.
+//! Hello world: the same .wasm under berth (a fresh instance per request, and with instance
+//! reuse on) and under `wasmtime serve`, and a native hyper server doing the same with no
+//! wasm at all. Measures the cost of the wasm path itself.
 
 use tokio::process::Command;
 
@@ -18,10 +19,14 @@ pub async fn run(
     work: &tempfile::TempDir,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    step("hello: berth, wasmtime serve and native hyper answering `hello`");
+    step(
+        "hello: berth, berth reusing instances, wasmtime serve and native hyper answering `hello`",
+    );
     let logs = work.path();
     let berth = super::berth(kit, work, "berth-hello", "bench/hello.toml").await?;
     let mut berth = berth.server;
+    let reusing = super::berth(kit, work, "berth-hello-reuse", "bench/hello-reuse.toml").await?;
+    let mut reusing = reusing.server;
     let mut wasmtime = match &kit.wasmtime {
         Ok(path) => {
             let port = free_port()?;
@@ -47,6 +52,7 @@ pub async fn run(
         Server::start("native-hyper", command, port, Ready::Answers, logs).await?;
 
     let (berth_url, native_url) = (format!("{}/", berth.url), format!("{}/", native.url));
+    let reusing_url = format!("{}/", reusing.url);
     let wasmtime_url = wasmtime.as_ref().map(|w| format!("{}/", w.url));
     let load = |url| Load {
         url,
@@ -66,6 +72,11 @@ pub async fn run(
             server: &mut native,
             load: load(&native_url),
         },
+        Contestant {
+            name: "berth, instance_reuse = 1000",
+            server: &mut reusing,
+            load: load(&reusing_url),
+        },
     ];
     if let (Some(server), Some(url)) = (wasmtime.as_mut(), wasmtime_url.as_deref()) {
         contestants.push(Contestant {
@@ -78,27 +89,27 @@ pub async fn run(
     let summaries = alternate(kit, settings, work.path(), &mut contestants).await?;
     drop(contestants);
 
-    let berth_s = &summaries[0];
-    let native_s = &summaries[1];
+    let [berth_s, native_s, reusing_s] = [&summaries[0], &summaries[1], &summaries[2]];
     anyhow::ensure!(
-        berth_s.failures == 0 && native_s.failures == 0,
-        "hello requests failed (berth {}, native {}); see the logs in {}",
+        berth_s.failures == 0 && native_s.failures == 0 && reusing_s.failures == 0,
+        "hello requests failed (berth {}, native {}, berth reusing {}); see the logs in {}",
         berth_s.failures,
         native_s.failures,
+        reusing_s.failures,
         logs.display()
     );
-    if let Some(wasmtime_s) = summaries.get(2) {
+    if let Some(wasmtime_s) = summaries.get(3) {
         report.goal(
-            "hello: berth ÷ wasmtime serve, req/s",
+            "hello, fresh instances: berth ÷ wasmtime serve, req/s",
             berth_s.rps / wasmtime_s.rps,
             Better::Higher,
-            2.0,
+            2.5,
             "×",
         );
     }
     report.goal(
-        "hello: berth ÷ native hyper, req/s",
-        berth_s.rps / native_s.rps,
+        "hello, instance reuse: berth ÷ native hyper, req/s",
+        reusing_s.rps / native_s.rps,
         Better::Higher,
         0.4,
         "×",
@@ -116,6 +127,7 @@ pub async fn run(
         .scenarios
         .insert("hello".into(), summaries_json(&names, &summaries));
     berth.stop().await;
+    reusing.stop().await;
     native.stop().await;
     if let Some(w) = wasmtime {
         w.stop().await;

@@ -1,6 +1,12 @@
 //! Misbehaves on request so the tests can show that each failure stays inside its own
 //! invocation: `…/<what>`, whatever route leads here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Requests this instance has served `count`: 1 on a fresh instance every time, unless the
+/// host reuses instances.
+static COUNT: AtomicU64 = AtomicU64::new(0);
+
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
@@ -15,6 +21,15 @@ fn handle(request: Request) -> Response {
     let query = request.query().to_owned();
     match what.as_str() {
         "ok" => text(200, "ok"),
+        "count" => text(200, (COUNT.fetch_add(1, Ordering::Relaxed) + 1).to_string()),
+        "grow" => {
+            let mb: usize = query
+                .strip_prefix("mb=")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            std::hint::black_box(vec![1u8; mb << 20].leak());
+            text(200, format!("holding {mb} MiB more"))
+        }
         "trap" => panic!("asked to trap"),
         "loop" => {
             let mut n: u64 = 0;
