@@ -2,11 +2,18 @@
 //! the one host that owns it. A published message is fanned out at once to a delivery row
 //! per consumer group whose patterns match it; a group takes due rows under a lease, and the
 //! lease lapses when the host restarts, so nothing handed to a dead process is lost.
+//!
+//! Every operation goes through the file's one connection, so each costs as few statements
+//! as it can: a group is woken only by a commit that gave it something, takes its due rows
+//! in one statement, and acknowledgements that arrive while others are being written are
+//! written together, in one statement, after them.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
 
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Executor, Row};
@@ -68,10 +75,43 @@ pub struct EmbeddedBus {
 
 struct Shared {
     pool: SqlitePool,
-    /// Each group's patterns; mirrors the `consumers` table, read on every publish.
-    groups: RwLock<HashMap<String, Vec<String>>>,
-    /// Bumped after every commit that may have made a delivery due.
-    published: tokio::sync::watch::Sender<u64>,
+    /// Each group's patterns and wake-up; mirrors the `consumers` table, read on every publish.
+    groups: RwLock<HashMap<String, Group>>,
+    acks: Acks,
+}
+
+#[derive(Clone)]
+struct Group {
+    patterns: Arc<[String]>,
+    /// Bumped after every commit that may have made one of the group's deliveries due, so
+    /// that a waiting group looks again only when there may be something for it.
+    due: Arc<watch::Sender<u64>>,
+}
+
+impl Group {
+    fn new(patterns: Vec<String>, due: Option<Arc<watch::Sender<u64>>>) -> Group {
+        Group {
+            patterns: patterns.into(),
+            due: due.unwrap_or_else(|| Arc::new(watch::Sender::new(0))),
+        }
+    }
+}
+
+impl Shared {
+    fn groups(&self) -> Result<std::sync::RwLockReadGuard<'_, HashMap<String, Group>>, BusError> {
+        self.groups
+            .read()
+            .map_err(|_| BusError::Failed("the consumer table lock is poisoned".into()))
+    }
+
+    /// Wakes `group`'s consumer, if it has one.
+    fn wake(&self, group: &str) {
+        if let Ok(groups) = self.groups()
+            && let Some(group) = groups.get(group)
+        {
+            group.due.send_modify(|n| *n += 1);
+        }
+    }
 }
 
 impl EmbeddedBus {
@@ -97,20 +137,24 @@ impl EmbeddedBus {
         sqlx::query("UPDATE deliveries SET leased_until = 0")
             .execute(&pool)
             .await?;
-        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        let mut patterns: HashMap<String, Vec<String>> = HashMap::new();
         for row in sqlx::query("SELECT grp, pattern FROM consumers")
             .fetch_all(&pool)
             .await?
         {
-            groups
+            patterns
                 .entry(row.try_get("grp")?)
                 .or_default()
                 .push(row.try_get("pattern")?);
         }
+        let groups = patterns
+            .into_iter()
+            .map(|(group, patterns)| (group, Group::new(patterns, None)))
+            .collect();
         let shared = Arc::new(Shared {
             pool,
             groups: RwLock::new(groups),
-            published: tokio::sync::watch::Sender::new(0),
+            acks: Acks::default(),
         });
         tokio::spawn(forget_settled(Arc::downgrade(&shared)));
         Ok(EmbeddedBus { shared })
@@ -151,13 +195,12 @@ fn failed(e: sqlx::Error) -> BusError {
 impl Bus for EmbeddedBus {
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
         let shared = &self.shared;
-        let groups: Vec<(String, Vec<String>)> = shared
-            .groups
-            .read()
-            .map_err(|_| BusError::Failed("the consumer table lock is poisoned".into()))?
+        let groups: Vec<(String, Group)> = shared
+            .groups()?
             .iter()
-            .map(|(g, p)| (g.clone(), p.clone()))
+            .map(|(name, group)| (name.clone(), group.clone()))
             .collect();
+        let mut fed = vec![false; groups.len()];
         let now = now_ms();
         let mut tx = shared.pool.begin().await.map_err(failed)?;
         for message in messages {
@@ -176,20 +219,23 @@ impl Bus for EmbeddedBus {
             let Some(seq) = seq else {
                 continue; // already stored: published again by a relay that crashed
             };
-            for (group, patterns) in &groups {
-                if matches_any(patterns, &message.subject) {
+            for ((name, group), fed) in groups.iter().zip(&mut fed) {
+                if matches_any(&group.patterns, &message.subject) {
                     sqlx::query("INSERT INTO deliveries (grp, seq, due_at) VALUES (?, ?, ?)")
-                        .bind(group)
+                        .bind(name)
                         .bind(seq)
                         .bind(now)
                         .execute(&mut *tx)
                         .await
                         .map_err(failed)?;
+                    *fed = true;
                 }
             }
         }
         tx.commit().await.map_err(failed)?;
-        shared.published.send_modify(|n| *n += 1);
+        for ((_, group), _) in groups.iter().zip(&fed).filter(|(_, fed)| **fed) {
+            group.due.send_modify(|n| *n += 1);
+        }
         Ok(())
     }
 
@@ -215,17 +261,25 @@ impl Bus for EmbeddedBus {
                 .map_err(failed)?;
         }
         tx.commit().await.map_err(failed)?;
-        shared
-            .groups
-            .write()
-            .map_err(|_| BusError::Failed("the consumer table lock is poisoned".into()))?
-            .insert(group.to_owned(), patterns.to_vec());
+        let due = {
+            let mut groups = shared
+                .groups
+                .write()
+                .map_err(|_| BusError::Failed("the consumer table lock is poisoned".into()))?;
+            // A group subscribing again keeps its wake-up: an earlier subscription may wait on it.
+            let due = groups.get(group).map(|g| g.due.clone());
+            let entry = Group::new(patterns.to_vec(), due);
+            let due = entry.due.clone();
+            groups.insert(group.to_owned(), entry);
+            due
+        };
         Ok(Box::new(EmbeddedSubscription {
             shared: shared.clone(),
             group: group.into(),
             options,
             ready: VecDeque::new(),
-            published: shared.published.subscribe(),
+            woken: due.subscribe(),
+            due,
         }))
     }
 
@@ -314,7 +368,7 @@ impl Bus for EmbeddedBus {
             .await
             .map_err(failed)?;
         tx.commit().await.map_err(failed)?;
-        shared.published.send_modify(|n| *n += 1);
+        shared.wake(group);
         Ok(Redrive::Redriven(Redriven {
             group: group.to_owned(),
             id: id.to_owned(),
@@ -337,61 +391,85 @@ struct EmbeddedSubscription {
     group: Arc<str>,
     options: SubscribeOptions,
     ready: VecDeque<Delivery>,
-    published: tokio::sync::watch::Receiver<u64>,
+    /// The group's wake-up, and this consumer's view of it.
+    due: Arc<watch::Sender<u64>>,
+    woken: watch::Receiver<u64>,
 }
 
 impl EmbeddedSubscription {
-    /// Leases the due deliveries of the group, up to a batch.
+    /// Leases the due deliveries of the group, up to a batch: one statement leases them
+    /// (nothing is written when none is due), a second reads their messages, which stay
+    /// while a delivery refers to them.
     async fn claim(&mut self) -> Result<(), sqlx::Error> {
         let now = now_ms();
         let lease_end = now + self.options.lease.as_millis() as i64;
-        let mut tx = self.shared.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
-            "SELECT d.seq, d.attempt, m.id, m.subject, m.traceparent, m.body
-             FROM deliveries d JOIN messages m ON m.seq = d.seq
-             WHERE d.grp = ? AND d.due_at <= ? AND d.leased_until <= ?
-             ORDER BY d.due_at, d.seq LIMIT ?",
-        )
-        .bind(&*self.group)
-        .bind(now)
-        .bind(now)
-        .bind(self.options.batch as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            return tx.commit().await;
-        }
-        // One statement leases the whole batch, whatever its size.
-        let mut seqs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            seqs.push(row.try_get::<i64, _>("seq")?);
-        }
-        sqlx::query(
-            "UPDATE deliveries SET leased_until = ?, attempt = attempt + 1
-             WHERE grp = ? AND seq IN (SELECT value FROM json_each(?))",
+        let leased = sqlx::query(
+            "UPDATE deliveries SET leased_until = ?1, attempt = attempt + 1
+             WHERE grp = ?2 AND seq IN (
+                 SELECT seq FROM deliveries
+                 WHERE grp = ?2 AND due_at <= ?3 AND leased_until <= ?3
+                 ORDER BY due_at, seq LIMIT ?4)
+             RETURNING seq, attempt, due_at",
         )
         .bind(lease_end)
         .bind(&*self.group)
-        .bind(serde_json::Value::from(seqs.as_slice()).to_string())
-        .execute(&mut *tx)
+        .bind(now)
+        .bind(self.options.batch as i64)
+        .fetch_all(&self.shared.pool)
         .await?;
-        for (row, seq) in rows.iter().zip(seqs) {
-            self.ready.push_back(Delivery {
-                message: Message {
+        if leased.is_empty() {
+            return Ok(());
+        }
+        let mut leased = leased
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<i64, _>("due_at")?,
+                    row.try_get::<i64, _>("seq")?,
+                    row.try_get::<i64, _>("attempt")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        // In the order they became due, as they were selected.
+        leased.sort_unstable();
+        let seqs: Vec<i64> = leased.iter().map(|(_, seq, _)| *seq).collect();
+        let mut messages: HashMap<i64, Message> = HashMap::with_capacity(seqs.len());
+        for row in sqlx::query(
+            "SELECT seq, id, subject, traceparent, body FROM messages
+             WHERE seq IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::Value::from(seqs.as_slice()).to_string())
+        .fetch_all(&self.shared.pool)
+        .await?
+        {
+            messages.insert(
+                row.try_get("seq")?,
+                Message {
                     id: row.try_get("id")?,
                     subject: row.try_get("subject")?,
                     body: row.try_get("body")?,
                     traceparent: row.try_get("traceparent")?,
                 },
-                attempt: row.try_get::<i64, _>("attempt")? as u32 + 1,
+            );
+        }
+        for (_, seq, attempt) in leased {
+            // A delivery refers to its message (a foreign key), so this finds each one.
+            let Some(message) = messages.remove(&seq) else {
+                tracing::warn!(group = %self.group, seq, "embedded bus: a delivery without its message");
+                continue;
+            };
+            self.ready.push_back(Delivery {
+                message,
+                attempt: attempt as u32,
                 settle: Box::new(EmbeddedSettle {
                     shared: self.shared.clone(),
                     group: self.group.clone(),
+                    due: self.due.clone(),
                     seq,
                 }),
             });
         }
-        tx.commit().await
+        Ok(())
     }
 
     /// How long until the group's next delivery may become due, at most [`MAX_IDLE`].
@@ -417,7 +495,7 @@ impl Subscription for EmbeddedSubscription {
             if let Some(delivery) = self.ready.pop_front() {
                 return Some(delivery);
             }
-            self.published.mark_unchanged();
+            self.woken.mark_unchanged();
             if let Err(e) = self.claim().await {
                 if self.shared.pool.is_closed() {
                     return None;
@@ -428,7 +506,7 @@ impl Subscription for EmbeddedSubscription {
             }
             if self.ready.is_empty() {
                 let idle = self.idle_time().await;
-                let _ = tokio::time::timeout(idle, self.published.changed()).await;
+                let _ = tokio::time::timeout(idle, self.woken.changed()).await;
             }
         }
     }
@@ -437,19 +515,77 @@ impl Subscription for EmbeddedSubscription {
 struct EmbeddedSettle {
     shared: Arc<Shared>,
     group: Arc<str>,
+    due: Arc<watch::Sender<u64>>,
     seq: i64,
+}
+
+/// Acknowledgements waiting to be written, and the turn to write them. While one batch is
+/// being deleted the next ones queue, and the first of them to get the turn deletes them
+/// all in one statement: a group commit, instead of a transaction per message.
+#[derive(Default)]
+struct Acks {
+    waiting: Mutex<Vec<Ack>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+struct Ack {
+    group: Arc<str>,
+    seq: i64,
+    done: oneshot::Sender<Result<(), BusError>>,
+}
+
+impl Acks {
+    /// Returns once the deletion of `group`'s delivery `seq` is committed, or failed.
+    async fn ack(&self, pool: &SqlitePool, group: Arc<str>, seq: i64) -> Result<(), BusError> {
+        let (done, mut outcome) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Ack { group, seq, done });
+        let _turn = self.turn.lock().await;
+        // The one that had the turn before may have written it, in its batch.
+        match outcome.try_recv() {
+            Ok(result) => return result,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Err(BusError::Failed(
+                    "the batch that held this acknowledgement was interrupted".into(),
+                ));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let batch =
+            std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner));
+        let keys: serde_json::Value = batch
+            .iter()
+            .map(|ack| serde_json::json!([&*ack.group, ack.seq]))
+            .collect();
+        // Joined through the primary key, so each key costs one lookup.
+        let result = sqlx::query(
+            "DELETE FROM deliveries WHERE rowid IN (
+                 SELECT d.rowid FROM json_each(?) k JOIN deliveries d
+                 ON d.grp = json_extract(k.value, '$[0]') AND d.seq = json_extract(k.value, '$[1]'))",
+        )
+        .bind(keys.to_string())
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(failed);
+        // This one's own key is in the batch: it was queued before the turn was taken, and
+        // nobody answered it.
+        for ack in batch {
+            let _ = ack.done.send(result.clone());
+        }
+        result
+    }
 }
 
 #[async_trait::async_trait]
 impl Settle for EmbeddedSettle {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        sqlx::query("DELETE FROM deliveries WHERE grp = ? AND seq = ?")
-            .bind(&*self.group)
-            .bind(self.seq)
-            .execute(&self.shared.pool)
+        self.shared
+            .acks
+            .ack(&self.shared.pool, self.group.clone(), self.seq)
             .await
-            .map(drop)
-            .map_err(failed)
     }
 
     async fn retry(self: Box<Self>, delay: Duration) -> Result<(), BusError> {
@@ -460,7 +596,7 @@ impl Settle for EmbeddedSettle {
             .execute(&self.shared.pool)
             .await
             .map_err(failed)?;
-        self.shared.published.send_modify(|n| *n += 1);
+        self.due.send_modify(|n| *n += 1);
         Ok(())
     }
 

@@ -107,7 +107,7 @@ pub struct Redriven {
     pub subject: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
     /// The bus cannot be reached now; the caller keeps the messages and tries again.
     #[error("the message bus is unavailable: {0}")]

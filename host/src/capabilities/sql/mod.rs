@@ -430,6 +430,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_guest_transaction_that_opens_the_unit_of_work_keeps_its_meaning() {
+        use unit_of_work::Work;
+        for (name, db, _dir) in every_backend().await {
+            let mut setup = db.connect().await.unwrap();
+            setup
+                .execute("CREATE TABLE t (a INTEGER)", vec![])
+                .await
+                .unwrap();
+            drop(setup);
+            let mut work = Work::new(db.connect().await.unwrap());
+            for statement in [
+                "BEGIN",
+                "INSERT INTO t VALUES (1)",
+                "ROLLBACK",
+                "BEGIN IMMEDIATE",
+                "INSERT INTO t VALUES (2)",
+                "BEGIN",
+                "INSERT INTO t VALUES (3)",
+                "ROLLBACK",
+                "COMMIT",
+                "INSERT INTO t VALUES (4)",
+                "BEGIN",
+                "INSERT INTO t VALUES (5)",
+                "ROLLBACK",
+                "BEGIN",
+                "INSERT INTO t VALUES (6)",
+            ] {
+                work.execute(statement, vec![]).await.unwrap();
+            }
+            assert_eq!(count(&db).await, Value::Integer(0), "{name}");
+            // The guest transaction left open is rolled back, the rest committed.
+            work.commit().await.unwrap();
+            let mut c = db.connect().await.unwrap();
+            let rows = c
+                .execute("SELECT a FROM t ORDER BY a", vec![])
+                .await
+                .unwrap();
+            assert_eq!(
+                rows.rows,
+                vec![vec![Value::Integer(2)], vec![Value::Integer(4)]],
+                "{name}"
+            );
+
+            // Rolled back whole after its guest transaction committed.
+            let mut failed = Work::new(db.connect().await.unwrap());
+            for statement in ["BEGIN", "INSERT INTO t VALUES (7)", "COMMIT"] {
+                failed.execute(statement, vec![]).await.unwrap();
+            }
+            failed.rollback().await.unwrap();
+            // A guest rollback of everything gives the write lock back at once.
+            let mut undone = Work::new(db.connect().await.unwrap());
+            for statement in ["BEGIN", "INSERT INTO t VALUES (8)", "ROLLBACK"] {
+                undone.execute(statement, vec![]).await.unwrap();
+            }
+            let wrote = async {
+                let mut next = Work::new(db.connect().await.unwrap());
+                next.execute("INSERT INTO t VALUES (9)", vec![])
+                    .await
+                    .unwrap();
+                next.commit().await.unwrap();
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(5), wrote)
+                .await
+                .unwrap_or_else(|_| panic!("{name}: the write lock is still held"));
+            undone.commit().await.unwrap();
+            assert_eq!(count(&db).await, Value::Integer(3), "{name}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_corrupt_file_is_reported_by_ping_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let db = build("c", None, dir.path(), dir.path(), false)

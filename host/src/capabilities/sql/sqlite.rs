@@ -155,7 +155,9 @@ fn is_corruption(e: &sqlx::Error) -> bool {
 
 /// A pool on a SQLite file, created if missing: WAL, so readers never wait for the writer;
 /// NORMAL sync, durable against process crashes (an OS crash can lose the last commits);
-/// a busy timeout, so writers queue instead of failing; prepared statements cached.
+/// a busy timeout, so writers queue instead of failing; prepared statements cached. An idle
+/// connection is handed out untested: it is a file handle on its own thread, not a socket
+/// that can go stale, and the test is a round trip to that thread on every acquire.
 pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Result<SqlitePool> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -171,6 +173,7 @@ pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Resu
     SqlitePoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
@@ -186,6 +189,7 @@ impl Database for SqliteDatabase {
             health: self.health.clone(),
             shapes: self.shapes.clone(),
             in_transaction: false,
+            crashed: false,
             writer: self.writer.clone(),
             writing: None,
         }))
@@ -216,6 +220,9 @@ struct SqliteConnection {
     shapes: Arc<Shapes>,
     /// Set between `begin` and its end; the pool knows nothing of raw transactions.
     in_transaction: bool,
+    /// Its worker thread is gone. The pool does not test connections before handing them
+    /// out ([`open_pool`]), so such a connection is closed here instead of being returned.
+    crashed: bool,
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The database's write turn, held while this connection's transaction is open.
     writing: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -253,10 +260,14 @@ impl SqliteConnection {
         Ok(shape)
     }
 
-    /// A statement's error as the guest sees it, noting a corrupt file on the way.
-    fn error(&self, e: sqlx::Error) -> SqlError {
+    /// A statement's error as the guest sees it, noting a corrupt file or a dead connection
+    /// on the way.
+    fn error(&mut self, e: sqlx::Error) -> SqlError {
         if is_corruption(&e) {
             self.health.mark_corrupt(&e.to_string());
+        }
+        if matches!(e, sqlx::Error::WorkerCrashed) {
+            self.crashed = true;
         }
         statement_error(e)
     }
@@ -264,7 +275,7 @@ impl SqliteConnection {
 
 impl Drop for SqliteConnection {
     fn drop(&mut self) {
-        if self.in_transaction {
+        if self.in_transaction || self.crashed {
             // Closing the connection rolls the transaction back.
             self.conn.close_on_drop();
         }

@@ -4,7 +4,10 @@
 //! The transaction opens at the first statement that may write, so an invocation that only
 //! reads never takes the write lock. The guest's own transaction statements become
 //! savepoints inside it: `BEGIN` → `SAVEPOINT`, `COMMIT`/`END` → `RELEASE`, `ROLLBACK` →
-//! `ROLLBACK TO` + `RELEASE`, so code written for plain Spin keeps its meaning.
+//! `ROLLBACK TO` + `RELEASE`, so code written for plain Spin keeps its meaning. A guest
+//! `BEGIN` that opens the transaction needs no savepoint: rolling back to the start of the
+//! transaction is rolling it back, so its `COMMIT` costs nothing and its `ROLLBACK` is the
+//! transaction's (the usual shape of a handler, two statements fewer on the database).
 
 use super::{Connection, Rows, SqlError, Value};
 
@@ -120,6 +123,9 @@ pub struct Work {
     open: bool,
     /// Guest `BEGIN`s not yet closed, each a savepoint.
     savepoints: u32,
+    /// The outermost of them opened the transaction, so it is the transaction's start
+    /// rather than a `SAVEPOINT` statement.
+    first_is_start: bool,
 }
 
 impl Work {
@@ -128,6 +134,7 @@ impl Work {
             conn,
             open: false,
             savepoints: 0,
+            first_is_start: false,
         }
     }
 
@@ -152,8 +159,13 @@ impl Work {
                 self.ensure_open().await?;
                 self.conn.execute(statement, params).await
             }
-            Kind::Begin => {
+            Kind::Begin if !self.open => {
                 self.ensure_open().await?;
+                self.savepoints = 1;
+                self.first_is_start = true;
+                Ok(Rows::default())
+            }
+            Kind::Begin => {
                 let name = self.savepoints + 1;
                 self.conn
                     .execute(&format!("SAVEPOINT berth_guest_{name}"), vec![])
@@ -163,10 +175,12 @@ impl Work {
             }
             Kind::Commit => {
                 let name = self.innermost("commit")?;
-                self.conn
-                    .execute(&format!("RELEASE berth_guest_{name}"), vec![])
-                    .await?;
-                self.savepoints -= 1;
+                if !self.is_start(name) {
+                    self.conn
+                        .execute(&format!("RELEASE berth_guest_{name}"), vec![])
+                        .await?;
+                }
+                self.close_savepoint(name);
                 Ok(Rows::default())
             }
             Kind::Rollback => {
@@ -196,14 +210,33 @@ impl Work {
         }
     }
 
-    async fn undo(&mut self, name: u32) -> Result<(), SqlError> {
-        self.conn
-            .execute(&format!("ROLLBACK TO berth_guest_{name}"), vec![])
-            .await?;
-        self.conn
-            .execute(&format!("RELEASE berth_guest_{name}"), vec![])
-            .await?;
+    /// Whether guest savepoint `name` is the start of the transaction.
+    fn is_start(&self, name: u32) -> bool {
+        name == 1 && self.first_is_start
+    }
+
+    fn close_savepoint(&mut self, name: u32) {
         self.savepoints = name - 1;
+        if name == 1 {
+            self.first_is_start = false;
+        }
+    }
+
+    async fn undo(&mut self, name: u32) -> Result<(), SqlError> {
+        if self.is_start(name) {
+            // Nothing precedes it in the transaction: undoing it is a rollback, and the
+            // next write opens a new transaction.
+            self.conn.rollback().await?;
+            self.open = false;
+        } else {
+            self.conn
+                .execute(&format!("ROLLBACK TO berth_guest_{name}"), vec![])
+                .await?;
+            self.conn
+                .execute(&format!("RELEASE berth_guest_{name}"), vec![])
+                .await?;
+        }
+        self.close_savepoint(name);
         Ok(())
     }
 
@@ -222,6 +255,7 @@ impl Work {
 
     pub async fn rollback(&mut self) -> Result<(), SqlError> {
         self.savepoints = 0;
+        self.first_is_start = false;
         if self.open {
             self.open = false;
             self.conn.rollback().await?;
