@@ -12,7 +12,8 @@
 //
 // Environment: PORT (required), JWT_SECRET (required, at least 16 bytes, the key berth's
 // gateway verifies with), DB_PATH (required, a SQLite file, created if missing),
-// TOKEN_TTL_SECONDS (3600 unless set). No request logging.
+// JWT_ISSUER (berth-user unless set), TOKEN_TTL_SECONDS (3600 unless set). No request
+// logging.
 
 const fs = require('node:fs');
 const crypto = require('node:crypto');
@@ -40,6 +41,7 @@ if (!DB_PATH) fail('set DB_PATH to the SQLite file to keep users in');
 const TOKEN_TTL = process.env.TOKEN_TTL_SECONDS ?? '3600';
 if (!/^\d+$/.test(TOKEN_TTL)) fail(`TOKEN_TTL_SECONDS is not a number of seconds: ${TOKEN_TTL}`);
 const TOKEN_TTL_SECONDS = Number(TOKEN_TTL);
+const JWT_ISSUER = process.env.JWT_ISSUER ?? 'berth-user';
 
 // What berth's gateway applies to every request (its defaults).
 const MAX_REQUEST_BYTES = 1024 * 1024;
@@ -69,7 +71,12 @@ const sql = {
     `INSERT INTO users (id, email, password_hash, first_name, last_name, created_at, updated_at)
      VALUES (?, ?, ?, ?, ?, ?, ?)`,
   ),
-  byEmail: db.prepare(`SELECT ${USER_COLUMNS}, password_hash FROM users WHERE email = ?`),
+  // The normalised email first, then the form rows written before NFC have.
+  byEmail: db.prepare(
+    `SELECT ${USER_COLUMNS}, password_hash FROM users WHERE email IN (?, ?)
+     ORDER BY email = ? DESC LIMIT 1`,
+  ),
+  emailTaken: db.prepare('SELECT 1 FROM users WHERE email = ?'),
   byId: db.prepare(`SELECT ${USER_COLUMNS} FROM users WHERE id = ?`),
   updateNames: db.prepare(
     'UPDATE users SET first_name = ?, last_name = ?, updated_at = ? WHERE id = ?',
@@ -117,7 +124,7 @@ function issueToken(user) {
   // Claims in the order the Rust service writes them (serde_json sorts keys), so the
   // tokens are the same bytes.
   return jwt.sign(
-    { email: user.email, exp: now + TOKEN_TTL_SECONDS, iat: now, iss: 'berth-user', sub: user.id },
+    { email: user.email, exp: now + TOKEN_TTL_SECONDS, iat: now, iss: JWT_ISSUER, sub: user.id },
     JWT_SECRET,
     { algorithm: 'HS256' },
   );
@@ -125,11 +132,19 @@ function issueToken(user) {
 
 const AUTH_MISSING = 'this route needs `Authorization: Bearer <token>` (log in to get a token)';
 
+// Algorithms the Rust jsonwebtoken crate knows; any other `alg` is a malformed header there.
+const KNOWN_ALGS = new Set([
+  'HS256', 'HS384', 'HS512', 'ES256', 'ES384', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384',
+  'PS512', 'EdDSA',
+]);
+
 // The user id (`sub`) of a valid token in an `Authorization` header value: the checks of
-// berth's gateway (HS256 only, signature, `exp` required, `nbf`, 30 s leeway, a subject
-// that fits in a header).
+// berth's gateway, in its order (the Rust jsonwebtoken crate's): HS256 only, the signature,
+// `exp`, `iss` and `sub` required, expiry and `nbf` with 30 s leeway, the issuer, no
+// audience, a subject that fits in a header.
 function verifyBearer(authorization) {
   const invalid = (why) => new ApiError(401, 'TOKEN_INVALID', `the bearer token is not valid: ${why}`);
+  const malformed = () => invalid('not a well-formed JWT');
   if (authorization === undefined) throw new ApiError(401, 'AUTH_REQUIRED', AUTH_MISSING);
   const value = authorization.trim();
   const space = value.indexOf(' ');
@@ -137,27 +152,38 @@ function verifyBearer(authorization) {
     throw new ApiError(401, 'AUTH_REQUIRED', AUTH_MISSING);
   }
   const token = value.slice(space + 1).trim();
-  if (token.split('.').length < 3) throw invalid('not a JWT');
-  let claims;
+  const decoded = token.split('.').length === 3 ? jwt.decode(token, { complete: true }) : null;
+  if (decoded === null || typeof decoded.payload !== 'object' || decoded.payload === null) {
+    throw malformed();
+  }
+  if (!KNOWN_ALGS.has(decoded.header.alg)) throw malformed();
+  if (decoded.header.alg !== 'HS256') throw invalid('only HS256 tokens are accepted');
   try {
-    claims = jwt.verify(token, JWT_SECRET, {
+    // The signature only; the claims are checked below, as the gateway checks them.
+    jwt.verify(token, JWT_SECRET, {
       algorithms: ['HS256'],
-      clockTolerance: JWT_LEEWAY_SECONDS,
+      ignoreExpiration: true,
+      ignoreNotBefore: true,
     });
   } catch (e) {
-    if (e instanceof jwt.TokenExpiredError) {
-      throw new ApiError(401, 'TOKEN_EXPIRED', 'the bearer token has expired: log in again');
-    }
-    if (e instanceof jwt.NotBeforeError) throw invalid('not valid yet');
-    if (e.message === 'invalid algorithm') throw invalid('only HS256 tokens are accepted');
-    if (e.message === 'invalid signature' || e.message === 'jwt signature is required') {
-      throw invalid('bad signature');
-    }
-    throw invalid('malformed claims');
+    if (e.message === 'invalid signature') throw invalid('bad signature');
+    throw malformed();
   }
-  if (!Number.isSafeInteger(claims.exp) || claims.exp < 0 || typeof claims.sub !== 'string') {
-    throw invalid('malformed claims');
+  const claims = decoded.payload;
+  const whole = (n) => Number.isSafeInteger(n) && n >= 0;
+  if (!whole(claims.exp) || typeof claims.iss !== 'string' || typeof claims.sub !== 'string') {
+    throw invalid('a required claim is missing');
   }
+  if (claims.nbf !== undefined && !whole(claims.nbf)) throw malformed();
+  const now = Math.floor(Date.now() / 1000);
+  if (claims.exp < now - JWT_LEEWAY_SECONDS) {
+    throw new ApiError(401, 'TOKEN_EXPIRED', 'the bearer token has expired: log in again');
+  }
+  if (claims.nbf !== undefined && claims.nbf > now + JWT_LEEWAY_SECONDS) {
+    throw invalid('not valid yet');
+  }
+  if (claims.iss !== JWT_ISSUER) throw invalid('issued by someone else');
+  if (claims.aud !== undefined) throw invalid('meant for someone else');
   if (claims.sub.length === 0 || claims.sub.length > 128 || !/^[\x21-\x7e]+$/.test(claims.sub)) {
     throw invalid('bad subject');
   }
@@ -226,11 +252,12 @@ function expectedFields(names) {
   return `expected one of ${quoted.join(', ')}`;
 }
 
-// Parses a JSON request body into `fields` ({name: 'required' | 'optional'} string fields,
-// no others): 415 when it is not JSON, 400 INVALID_JSON when it does not parse, 400
+// Parses a JSON request body into `fields` (string fields, no others, each 'required' as
+// serde's `String`, 'optional' as `Option<String>`, where null is absent, or 'notNull' as
+// `common::validate::not_null`, absent or a string): 415 when it is not JSON, 400 INVALID_JSON when it does not parse, 400
 // VALIDATION_FAILED naming the field when it does not fit (as the Rust service's serde
 // structs with `deny_unknown_fields` answer).
-function parseJson(req, struct, fields) {
+function parseJson(req, fields) {
   const contentType = req.headers['content-type'] ?? '';
   if (contentType.split(';')[0].trim().toLowerCase() !== 'application/json') {
     throw new ApiError(
@@ -247,7 +274,7 @@ function parseJson(req, struct, fields) {
   }
   const invalid = (field, message) => validationError([{ field, message }]);
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw invalid('body', `invalid type: ${unexpected(value)}, expected struct ${struct}`);
+    throw invalid('body', `invalid type: ${unexpected(value)}, expected a JSON object`);
   }
   const names = Object.keys(fields);
   const out = {};
@@ -256,6 +283,7 @@ function parseJson(req, struct, fields) {
       throw invalid(key, `unknown field \`${key}\`, ${expectedFields(names)}`);
     }
     if (v === null && fields[key] === 'optional') continue;
+    // serde's `String` reads null as the wrong type, `Option<String>` as absent.
     if (typeof v !== 'string') throw invalid(key, `invalid type: ${unexpected(v)}, expected a string`);
     out[key] = v;
   }
@@ -269,11 +297,81 @@ function parseJson(req, struct, fields) {
 
 // ---------------------------------------------------------------- validation
 
+// components/common/src/{text,validate}.rs, rule for rule and message for message.
+
 const chars = (s) => {
   let n = 0;
   for (const _ of s) n++;
   return n;
 };
+
+// Characters stored text may not hold: control, format, line and paragraph separators.
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+const isInvisible = (c) => INVISIBLE.test(c);
+// Spaces that may surround text and are trimmed: White_Space but not invisible.
+const isEdgeSpace = (c) => /\p{White_Space}/u.test(c) && !isInvisible(c);
+
+// Why `s` cannot be stored, naming its first invisible character; null when it can.
+function invisibleProblem(s) {
+  for (const c of s) {
+    if (!isInvisible(c)) continue;
+    const kind = /\p{Cc}/u.test(c)
+      ? 'a control character'
+      : /\p{Cf}/u.test(c)
+        ? 'an invisible formatting character'
+        : 'a line or paragraph separator';
+    const code = c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0');
+    return `contains U+${code}, ${kind}; send the text without it`;
+  }
+  return null;
+}
+
+function trimEdges(s) {
+  const cs = [...s];
+  let start = 0;
+  let end = cs.length;
+  while (start < end && isEdgeSpace(cs[start])) start++;
+  while (end > start && isEdgeSpace(cs[end - 1])) end--;
+  return cs.slice(start, end).join('');
+}
+
+// The form an email is stored and looked up in: trimmed, NFC, lower case (then NFC again);
+// throws the problem for an address holding invisible characters.
+function normalizeEmail(raw) {
+  const problem = invisibleProblem(raw);
+  if (problem) throw problem;
+  return trimEdges(raw).normalize('NFC').toLowerCase().normalize('NFC');
+}
+
+// How emails were keyed before NFC: trimmed and lowercased.
+const legacyEmailKey = (raw) => raw.replace(/^\p{White_Space}+|\p{White_Space}+$/gu, '').toLowerCase();
+
+// An address as RFC 5321 and RFC 6531 write one (common::validate::is_email).
+function isEmail(s) {
+  const at = s.lastIndexOf('@');
+  if (at < 0) return false;
+  const local = s.slice(0, at);
+  const domain = s.slice(at + 1);
+  const atext = (c) =>
+    /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]$/.test(c) ||
+    (c.codePointAt(0) > 0x7f && !/\p{White_Space}/u.test(c) && !isInvisible(c));
+  const label = (l) =>
+    l.length >= 1 &&
+    l.length <= 63 &&
+    /^[A-Za-z0-9-]+$/.test(l) &&
+    !l.startsWith('-') &&
+    !l.endsWith('-') &&
+    (l.slice(2, 4) !== '--' || l.slice(0, 2).toLowerCase() === 'xn');
+  const labels = domain.split('.');
+  return (
+    Buffer.byteLength(s) <= 254 &&
+    Buffer.byteLength(local) <= 64 &&
+    local.split('.').every((atom) => atom.length > 0 && [...atom].every(atext)) &&
+    Buffer.byteLength(domain) <= 253 &&
+    labels.length >= 2 &&
+    labels.every(label)
+  );
+}
 
 // Field checks that report every invalid field at once.
 class Validator {
@@ -285,13 +383,25 @@ class Validator {
     if (!ok) this.errors.push({ field, message });
   }
 
-  // A present string of `min..=max` characters after trimming.
+  // A present string with no invisible characters, at most `max` characters as sent and at
+  // least `min` once trimmed; returns it trimmed.
   text(value, field, min, max) {
-    const trimmed = (value ?? '').trim();
-    if (value === undefined) this.check(false, field, 'is required');
-    else {
-      const len = chars(trimmed);
-      this.check(len >= min && len <= max, field, `must be ${min} to ${max} characters`);
+    if (value === undefined) {
+      this.check(false, field, 'is required');
+      return '';
+    }
+    const trimmed = trimEdges(value);
+    const problem = invisibleProblem(value);
+    if (problem) this.check(false, field, problem);
+    else if (chars(value) > max) this.check(false, field, `must be at most ${max} characters`);
+    else if (chars(trimmed) < min) {
+      this.check(
+        false,
+        field,
+        min === 1
+          ? 'must not be empty or only spaces'
+          : `must be at least ${min} characters, not counting spaces around it`,
+      );
     }
     return trimmed;
   }
@@ -299,24 +409,6 @@ class Validator {
   finish() {
     if (this.errors.length > 0) throw validationError(this.errors);
   }
-}
-
-// An address with one `@`, a local part, and a dotted domain, without spaces.
-function isEmail(s) {
-  const at = s.indexOf('@');
-  if (at < 0) return false;
-  const local = s.slice(0, at);
-  const domain = s.slice(at + 1);
-  return (
-    Buffer.byteLength(s) <= 254 &&
-    local.length > 0 &&
-    Buffer.byteLength(local) <= 64 &&
-    !domain.includes('@') &&
-    domain.includes('.') &&
-    !domain.startsWith('.') &&
-    !domain.endsWith('.') &&
-    !/[\p{White_Space}\p{Cc}]/u.test(s)
-  );
 }
 
 // ---------------------------------------------------------------- time and ids
@@ -411,16 +503,28 @@ app.use(express.raw({ type: () => true, limit: MAX_REQUEST_BYTES, inflate: false
 
 // Express 5 hands what a handler throws, or its rejected promise, to the error handler.
 app.post('/api/v1/users/register', async (req, res) => {
-  const body = parseJson(req, 'Registration', {
+  const body = parseJson(req, {
     email: 'optional',
     password: 'optional',
     firstName: 'optional',
     lastName: 'optional',
   });
   const v = new Validator();
-  const email = (body.email ?? '').trim().toLowerCase();
-  v.check(body.email !== undefined, 'email', 'is required');
-  v.check(body.email === undefined || isEmail(email), 'email', 'must be an email address');
+  let email = '';
+  if (body.email === undefined) v.check(false, 'email', 'is required');
+  else {
+    try {
+      email = normalizeEmail(body.email);
+      // The address as sent, which is what `format: idn-email` judges too.
+      v.check(
+        isEmail(body.email),
+        'email',
+        'must be an email address such as ada@example.com, without spaces around it',
+      );
+    } catch (problem) {
+      v.check(false, 'email', problem);
+    }
+  }
   const password = body.password ?? '';
   v.check(body.password !== undefined, 'password', 'is required');
   const len = chars(password);
@@ -435,20 +539,29 @@ app.post('/api/v1/users/register', async (req, res) => {
 
   const user = { id: crypto.randomUUID(), email, firstName, lastName, createdAt: now() };
   const hash = await hashPassword(password);
+  const exists = () =>
+    new ApiError(409, 'USER_EXISTS', 'a user with this email already exists; log in instead');
+  // A row written before emails were NFC-normalised keys the same address differently.
+  const legacy = legacyEmailKey(body.email ?? '');
+  if (legacy !== email && sql.emailTaken.get(legacy)) throw exists();
   try {
     sql.insert.run(user.id, user.email, hash, firstName, lastName, user.createdAt, user.createdAt);
   } catch (e) {
-    if (/UNIQUE constraint failed/.test(e.message)) {
-      throw new ApiError(409, 'USER_EXISTS', 'a user with this email already exists');
-    }
+    if (/UNIQUE constraint failed/.test(e.message)) throw exists();
     throw e;
   }
   sendJson(res, 201, { user: sortedUser(user) });
 });
 
 app.post('/api/v1/users/login', async (req, res) => {
-  const body = parseJson(req, 'Login', { email: 'required', password: 'required' });
-  const row = sql.byEmail.get(body.email.trim().toLowerCase());
+  const body = parseJson(req, { email: 'required', password: 'required' });
+  let email;
+  try {
+    email = normalizeEmail(body.email);
+  } catch (problem) {
+    throw validationError([{ field: 'email', message: problem }]);
+  }
+  const row = sql.byEmail.get(email, legacyEmailKey(body.email), email);
   // An unknown email costs one hash check too, so timing does not reveal who is registered.
   const passwordOk = await verifyPassword(body.password, row?.password_hash);
   if (!row || !passwordOk) {
@@ -485,7 +598,8 @@ app.get('/api/v1/users/:id', (req, res) => {
 
 app.patch('/api/v1/users/:id', (req, res) => {
   const id = ownId(req);
-  const body = parseJson(req, 'ProfileUpdate', { firstName: 'optional', lastName: 'optional' });
+  // Both names optional; `null` is refused, not read as "unchanged".
+  const body = parseJson(req, { firstName: 'notNull', lastName: 'notNull' });
   const v = new Validator();
   const firstName =
     body.firstName !== undefined ? v.text(body.firstName, 'firstName', 1, 100) : undefined;

@@ -1,5 +1,5 @@
 //! What the benchmark runs: release (or, for --smoke, debug) builds of berth and the native
-//! baseline, the wasm components, and the outside tools (wrk, wasmtime-cli, Node.js),
+//! baselines, the wasm components, and the outside tools (wrk, wasmtime-cli, Node.js),
 //! installed or reported missing with the command that installs them.
 
 use std::collections::HashMap;
@@ -27,6 +27,8 @@ pub struct Kit {
     /// An earlier checkout (`--against`), measured side by side where a scenario supports it.
     pub before: Option<Checkout>,
     pub native_hello: PathBuf,
+    /// `bench/baselines/rust-user-service`: the user service as a native axum server.
+    pub native_user_service: PathBuf,
     pub wrk: PathBuf,
     pub hello_wasm: PathBuf,
     pub misbehave_wasm: PathBuf,
@@ -60,8 +62,14 @@ pub async fn prepare(
         Some(dir) => Some(earlier(dir, settings).await?),
         None => None,
     };
-    step("building berth and native-hello");
-    let bins = cargo_build(root, !settings.smoke, &["berth", "native-hello"]).await?;
+    step("building berth and the native baselines");
+    let bins = cargo_build(
+        root,
+        None,
+        !settings.smoke,
+        &["berth", "native-hello", "rust-user-service"],
+    )
+    .await?;
     let berth = bins
         .get("berth")
         .cloned()
@@ -70,6 +78,10 @@ pub async fn prepare(
         .get("native-hello")
         .cloned()
         .context("cargo built no `native-hello` binary")?;
+    let native_user_service = bins
+        .get("rust-user-service")
+        .cloned()
+        .context("cargo built no `rust-user-service` binary")?;
     for manifest in [
         "bench/hello.toml",
         "bench/chain.toml",
@@ -86,6 +98,7 @@ pub async fn prepare(
         },
         before,
         native_hello,
+        native_user_service,
         wrk,
         hello_wasm: wasm.join("bench_hello.wasm"),
         misbehave_wasm: wasm.join("misbehave.wasm"),
@@ -114,7 +127,10 @@ async fn earlier(dir: &Path, settings: &Settings) -> anyhow::Result<Checkout> {
         root.display()
     );
     step(&format!("building berth in {}", root.display()));
-    let built = cargo_build(&root, !settings.smoke, &["berth"])
+    // In its own target dir: both checkouts' `berth` have the same package id, so in a
+    // shared CARGO_TARGET_DIR cargo may take one's binary as the other's, up to date.
+    let target = root.join("target");
+    let built = cargo_build(&root, Some(&target), !settings.smoke, &["berth"])
         .await?
         .remove("berth")
         .context("cargo built no `berth` binary in the --against checkout")?;
@@ -151,9 +167,11 @@ pub fn step(what: &str) {
     eprintln!("==> {what}");
 }
 
-/// Builds `packages` and returns their executables by name, wherever CARGO_TARGET_DIR is.
+/// Builds `packages` and returns their executables by name, in `target_dir` or else
+/// wherever CARGO_TARGET_DIR is.
 async fn cargo_build(
     root: &Path,
+    target_dir: Option<&Path>,
     release: bool,
     packages: &[&str],
 ) -> anyhow::Result<HashMap<String, PathBuf>> {
@@ -161,6 +179,9 @@ async fn cargo_build(
     command
         .current_dir(root)
         .args(["build", "--message-format=json-render-diagnostics"]);
+    if let Some(dir) = target_dir {
+        command.env("CARGO_TARGET_DIR", dir);
+    }
     if release {
         command.arg("--release");
     }
