@@ -151,17 +151,7 @@ pub fn renew_store(
     deadline: Instant,
 ) {
     let state = store.data_mut();
-    let Work {
-        outbound,
-        sql,
-        kv,
-        messaging,
-    } = Work::new(registry, slot, version, trace);
-    state.http = WasiHttpCtx::new();
-    state.outbound = outbound;
-    state.sql = sql;
-    state.kv = kv;
-    state.messaging = messaging;
+    Work::new(registry, slot, version, trace).install(state);
     state.output.attribute(trace.trace_id.clone());
     set_deadline(store, deadline);
 }
@@ -252,6 +242,16 @@ impl Work {
                 registry.clone(),
             ),
         }
+    }
+
+    /// Replaces a kept instance's unit of work with this one, and its wasi-http context
+    /// with a new one.
+    fn install(self, state: &mut InvocationState) {
+        state.http = WasiHttpCtx::new();
+        state.outbound = self.outbound;
+        state.sql = self.sql;
+        state.kv = self.kv;
+        state.messaging = self.messaging;
     }
 }
 

@@ -373,17 +373,22 @@ mod tests {
         rows.rows[0][0].clone()
     }
 
+    /// Creates table `t (a INTEGER)` and opens a unit of work on `db`.
+    async fn work_on_new_table(db: &Arc<dyn Database>) -> unit_of_work::Work {
+        let mut setup = db.connect().await.unwrap();
+        setup
+            .execute("CREATE TABLE t (a INTEGER)", vec![])
+            .await
+            .unwrap();
+        drop(setup);
+        unit_of_work::Work::new(db.connect().await.unwrap())
+    }
+
     #[tokio::test]
     async fn a_unit_of_work_commits_whole_with_guest_transactions_as_savepoints() {
         use unit_of_work::Work;
         for (name, db, _dir) in every_backend().await {
-            let mut setup = db.connect().await.unwrap();
-            setup
-                .execute("CREATE TABLE t (a INTEGER)", vec![])
-                .await
-                .unwrap();
-            drop(setup);
-            let mut work = Work::new(db.connect().await.unwrap());
+            let mut work = work_on_new_table(&db).await;
             for statement in [
                 "INSERT INTO t VALUES (1)",
                 "BEGIN IMMEDIATE",
@@ -433,13 +438,7 @@ mod tests {
     async fn a_guest_transaction_that_opens_the_unit_of_work_keeps_its_meaning() {
         use unit_of_work::Work;
         for (name, db, _dir) in every_backend().await {
-            let mut setup = db.connect().await.unwrap();
-            setup
-                .execute("CREATE TABLE t (a INTEGER)", vec![])
-                .await
-                .unwrap();
-            drop(setup);
-            let mut work = Work::new(db.connect().await.unwrap());
+            let mut work = work_on_new_table(&db).await;
             for statement in [
                 "BEGIN",
                 "INSERT INTO t VALUES (1)",
