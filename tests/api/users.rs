@@ -393,6 +393,63 @@ async fn a_body_sent_as_an_array_is_refused() {
     }
 }
 
+/// The component hashes with its own SIMD argon2id (components/common/src/password): what it
+/// stores must verify with the argon2 crate, and what the crate made must log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_hashes_are_argon2id_as_the_argon2_crate_reads_and_writes_them() {
+    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+    use sqlx::Connection as _;
+
+    let app = spawn(SHOP).await;
+    let made_here = "made in the component";
+    assert_eq!(
+        app.register("wasm@example.com", made_here).await.status,
+        201
+    );
+    let users = app.data_dir.path().join("sqlite/users.db");
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", users.display()))
+        .await
+        .unwrap();
+    let stored: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'wasm@example.com'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert!(
+        stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{stored}"
+    );
+    let argon2 = argon2::Argon2::default();
+    let parsed = PasswordHash::new(&stored).unwrap();
+    assert!(
+        argon2
+            .verify_password(made_here.as_bytes(), &parsed)
+            .is_ok()
+    );
+    assert!(
+        argon2
+            .verify_password(b"another password", &parsed)
+            .is_err()
+    );
+
+    let made_natively = "made by the argon2 crate";
+    let salt = SaltString::encode_b64(b"a native salt!!!").unwrap();
+    let native = argon2
+        .hash_password(made_natively.as_bytes(), &salt)
+        .unwrap()
+        .to_string();
+    sqlx::query("UPDATE users SET password_hash = ? WHERE email = 'wasm@example.com'")
+        .bind(&native)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.login("wasm@example.com", made_natively).await.status,
+        200
+    );
+    assert_eq!(app.login("wasm@example.com", made_here).await.status, 401);
+}
+
 on_every_database!(
     registration_returns_the_user_without_its_password,
     registering_an_email_twice_is_a_conflict_whatever_its_case,

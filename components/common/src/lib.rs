@@ -6,6 +6,8 @@ pub mod currency;
 pub mod db;
 mod error;
 pub mod events;
+#[cfg(feature = "password")]
+pub mod password;
 mod request;
 pub mod text;
 pub mod validate;

@@ -17,10 +17,10 @@
 //! those rows have (trimmed and lowercased, without NFC).
 
 mod events;
-mod password;
 mod token;
 
 use common::db::{Db, DbError, text, text_column};
+use common::password;
 use common::validate::{Validator, is_email, not_null};
 use common::{ApiError, ApiResult, Ctx, FieldError, json, parse_json, segments};
 use serde::{Deserialize, Serialize};

@@ -7,14 +7,14 @@
 //! | module | berth's counterpart |
 //! |---|---|
 //! | [`gateway`] | `host/src/triggers/http`: trace context, bearer tokens, the body limit |
-//! | `users` | `components/user/src/lib.rs`, with `components/common` reused as is |
-//! | `password`, `token` | `components/user/src/{password,token}.rs` |
+//! | `users` | `components/user/src/lib.rs`, with `components/common` (validation and the
+//! argon2id hashing, `common::password`) reused as is |
+//! | `token` | `components/user/src/token.rs` |
 //!
 //! Not here: rate limits (the benchmark removes them from berth too) and `user.created`
 //! (there is no event bus to publish to).
 
 pub mod gateway;
-mod password;
 mod token;
 mod users;
 

@@ -177,7 +177,7 @@ async fn register(
             last_name,
             created_at: common::now(),
         };
-        let hash = hashing(&service, move || crate::password::hash(&password)).await??;
+        let hash = hashing(&service, move || common::password::hash(&password)).await??;
         let exists = || {
             ApiError::new(
                 409,
@@ -255,7 +255,7 @@ async fn login(
         // registered.
         let password = body.password;
         let password_ok = hashing(&service, move || {
-            crate::password::verify(&password, stored.as_deref())
+            common::password::verify(&password, stored.as_deref())
         })
         .await?;
         let (Some(row), true) = (found, password_ok) else {
