@@ -73,7 +73,7 @@ pub async fn run(
         "saga: complete order flows per second",
         medians[0],
         Better::Higher,
-        500.0,
+        1000.0,
         "flows/s",
     );
     if let [now, before] = medians[..] {

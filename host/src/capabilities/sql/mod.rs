@@ -516,6 +516,8 @@ mod tests {
         }
         drop(c);
         db.ping().await.unwrap();
+        // The host stops, which moves the log's pages into the file.
+        db.close().await;
         // Overwrite pages past the header, as a failing disk or a stray write would.
         let file = dir.path().join("sqlite/c.db");
         let mut bytes = std::fs::read(&file).unwrap();

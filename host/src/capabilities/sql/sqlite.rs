@@ -1,5 +1,12 @@
-//! The SQLite backend: one WAL-mode file per label, a sqlx pool, prepared statements cached
-//! per connection.
+//! The SQLite backend: one WAL-mode file per label.
+//!
+//! An invocation's statements run on the thread that asks, through rusqlite: a statement on
+//! a small file in the page cache takes microseconds, and handing each one to a connection
+//! thread and back (as sqlx does) cost more than the statement, twice per statement, with
+//! a third hand-off to test every connection returned to its pool. So that one slow query
+//! cannot hold a runtime thread, a statement runs there only once it is known to be quick
+//! ([`Pace`]); a new or slow one runs on tokio's blocking pool. sqlx keeps the load-time work:
+//! migrations, the integrity check, and checkpoints, off the invocations' path.
 //!
 //! Health is honest: the file is checked (`PRAGMA quick_check`) when it opens, and any
 //! statement SQLite answers with "corrupt" or "not a database" marks it unhealthy for good.
@@ -8,36 +15,50 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sqlx::Either;
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{ErrorCode, OpenFlags};
+use sqlx::Executor;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{
-    AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef,
-};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::migrate::{self, Applied, MigrationError};
-use super::{Connection, Database, Rows, SqlError, Value, sqlx_failure, unavailable};
+use super::{Connection, Database, Rows, SqlError, Value, unavailable};
+
+/// Connections open at once per file; an invocation waits for one up to [`ACQUIRE_TIMEOUT`].
+const MAX_CONNECTIONS: usize = 16;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a writer waits for the file's lock held by another process (or a migration).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Compiled statements kept per connection: guests' SQL is mostly fixed strings.
+const STATEMENT_CACHE: usize = 256;
+/// Write transactions between checkpoints of the write-ahead log into the file.
+const CHECKPOINT_EVERY: u32 = 512;
 
 pub struct SqliteDatabase {
+    /// For what runs outside invocations: migrations, the integrity check, checkpoints.
     pool: SqlitePool,
+    connections: Arc<Connections>,
     health: Arc<Health>,
-    shapes: Arc<Shapes>,
+    pace: Arc<Pace>,
     /// Held from `BEGIN IMMEDIATE` to its end. SQLite has one writer per file, and a writer
     /// that finds the lock taken sleeps in SQLite's busy handler (1 ms, then 2, 5, 10…)
     /// long after the lock is free; queueing here first hands the lock over in order, as
     /// soon as it is released. This process is the file's only writer.
     writer: Arc<tokio::sync::Mutex<()>>,
+    checkpoints: Arc<Checkpoints>,
 }
 
 impl SqliteDatabase {
     pub async fn open(path: &Path) -> anyhow::Result<SqliteDatabase> {
-        let pool = open_pool(path, 16).await?;
+        // Creates the file in WAL mode, which the file then keeps for every connection.
+        let pool = open_pool(path, 2).await?;
         let health = Arc::new(Health {
             path: path.to_owned(),
             corrupt: Mutex::new(None),
@@ -51,7 +72,7 @@ impl SqliteDatabase {
             Ok(lines) if lines.iter().all(|l| l == "ok") => {}
             Ok(lines) => health.mark_corrupt(&lines.join("; ")),
             Err(e) => {
-                if is_corruption(&e) {
+                if sqlx_is_corruption(&e) {
                     health.mark_corrupt(&e.to_string());
                 } else {
                     return Err(e).with_context(|| {
@@ -60,12 +81,142 @@ impl SqliteDatabase {
                 }
             }
         }
+        let connections = Arc::new(Connections {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        });
+        // One connection now, so that a file that cannot be opened this way fails the load.
+        let first = connections
+            .open()
+            .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+        connections.put(first);
         Ok(SqliteDatabase {
+            checkpoints: Arc::new(Checkpoints {
+                pool: pool.clone(),
+                commits: AtomicU32::new(0),
+                running: AtomicBool::new(false),
+            }),
             pool,
+            connections,
             health,
-            shapes: Default::default(),
+            pace: Default::default(),
             writer: Default::default(),
         })
+    }
+}
+
+/// The invocations' connections: idle ones, and a permit per connection lent out.
+struct Connections {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Connections {
+    /// NORMAL sync: durable against process crashes (an OS crash can lose the last
+    /// commits). Checkpoints are [`Checkpoints`]' to run, never a committing invocation's.
+    fn open(&self) -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    fn take(&self) -> Option<rusqlite::Connection> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn put(&self, conn: rusqlite::Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Starts a checkpoint every [`CHECKPOINT_EVERY`] write transactions, on sqlx's connection
+/// thread: it writes the log's pages into the file and syncs both, which would otherwise
+/// stall the committing invocation's thread. PASSIVE: writers go on meanwhile.
+struct Checkpoints {
+    pool: SqlitePool,
+    commits: AtomicU32,
+    running: AtomicBool,
+}
+
+impl Checkpoints {
+    fn committed(self: &Arc<Self>) {
+        if self.commits.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY != CHECKPOINT_EVERY - 1 {
+            return;
+        }
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                tracing::warn!("cannot checkpoint a SQLite database: {e}");
+            }
+            this.running.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Which statements run on the calling thread: each text's recent runs, kept per database.
+/// A statement that has not yet run [`QUICK_RUNS`] times in a row within [`QUICK`] goes to
+/// the blocking pool; one that then takes longer goes back there.
+#[derive(Default)]
+struct Pace(RwLock<HashMap<Box<str>, AtomicU8>>);
+
+/// The longest a statement may take and still count as quick.
+const QUICK: Duration = Duration::from_millis(1);
+/// Quick runs in a row before a statement runs on the calling thread.
+const QUICK_RUNS: u8 = 4;
+/// Distinct statement texts remembered per database; text built per request only refills
+/// the map after it is emptied. A longer statement is never remembered (and never inline).
+const MAX_PACED: usize = 1024;
+const MAX_PACED_BYTES: usize = 4096;
+
+impl Pace {
+    fn is_quick(&self, sql: &str) -> bool {
+        let Ok(known) = self.0.read() else {
+            return false;
+        };
+        known
+            .get(sql)
+            .is_some_and(|runs| runs.load(Ordering::Relaxed) >= QUICK_RUNS)
+    }
+
+    fn record(&self, sql: &str, took: Duration) {
+        let quick = took <= QUICK;
+        if let Ok(known) = self.0.read()
+            && let Some(runs) = known.get(sql)
+        {
+            let _ = runs.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(if quick {
+                    n.saturating_add(1).min(QUICK_RUNS)
+                } else {
+                    0
+                })
+            });
+            return;
+        }
+        if sql.len() > MAX_PACED_BYTES {
+            return;
+        }
+        if let Ok(mut known) = self.0.write() {
+            if known.len() >= MAX_PACED {
+                known.clear();
+            }
+            known.insert(sql.into(), AtomicU8::new(u8::from(quick)));
+        }
     }
 }
 
@@ -101,48 +252,8 @@ impl Health {
     }
 }
 
-/// What preparing a statement tells, kept by its text: each statement then costs one trip
-/// to the connection's thread instead of two (prepare, then run). sqlx keeps the compiled
-/// statement itself, per connection.
-#[derive(Default)]
-struct Shapes(Mutex<HashMap<Arc<str>, Arc<Shape>>>);
-
-struct Shape {
-    sql: Arc<str>,
-    /// `None` where SQLite does not say (several statements in one string).
-    parameters: Option<usize>,
-    /// The result's column names, for a result with no rows to take them from.
-    columns: Vec<String>,
-}
-
-/// Distinct statement texts remembered per database: guests' SQL is mostly fixed strings,
-/// and text built per request only refills the map after it is emptied.
-const MAX_SHAPES: usize = 1024;
-/// A longer statement (with its column names) is prepared every time instead, so the map
-/// holds at most a few MiB whatever a guest sends.
-const MAX_SHAPE_BYTES: usize = 4096;
-
-impl Shapes {
-    fn get(&self, sql: &str) -> Option<Arc<Shape>> {
-        self.0.lock().ok()?.get(sql).cloned()
-    }
-
-    fn keep(&self, shape: Arc<Shape>) {
-        let bytes = shape.sql.len() + shape.columns.iter().map(String::len).sum::<usize>();
-        if bytes > MAX_SHAPE_BYTES {
-            return;
-        }
-        if let Ok(mut shapes) = self.0.lock() {
-            if shapes.len() >= MAX_SHAPES {
-                shapes.clear();
-            }
-            shapes.insert(shape.sql.clone(), shape);
-        }
-    }
-}
-
-/// SQLITE_CORRUPT and SQLITE_NOTADB, with their extended codes.
-fn is_corruption(e: &sqlx::Error) -> bool {
+/// SQLITE_CORRUPT and SQLITE_NOTADB, with their extended codes, as sqlx reports them.
+fn sqlx_is_corruption(e: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = e else {
         return false;
     };
@@ -168,13 +279,13 @@ pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Resu
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5))
+        .busy_timeout(BUSY_TIMEOUT)
         .statement_cache_capacity(256);
     SqlitePoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
         .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open SQLite database {}", path.display()))
@@ -183,19 +294,42 @@ pub(crate) async fn open_pool(path: &Path, max_connections: u32) -> anyhow::Resu
 #[async_trait::async_trait]
 impl Database for SqliteDatabase {
     async fn connect(&self) -> Result<Box<dyn Connection>, SqlError> {
-        let conn = self.pool.acquire().await.map_err(unavailable)?;
+        let permit = tokio::time::timeout(
+            ACQUIRE_TIMEOUT,
+            self.connections.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            SqlError::Unavailable(format!(
+                "all {MAX_CONNECTIONS} connections to {} stayed busy for {} s",
+                self.health.path.display(),
+                ACQUIRE_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|_| SqlError::Unavailable("the database is closed".into()))?;
+        let conn = match self.connections.take() {
+            Some(conn) => conn,
+            None => self.connections.open().map_err(|e| {
+                SqlError::Unavailable(format!("cannot open {}: {e}", self.health.path.display()))
+            })?,
+        };
         Ok(Box::new(SqliteConnection {
-            conn,
+            conn: Some(conn),
+            _permit: permit,
+            connections: self.connections.clone(),
             health: self.health.clone(),
-            shapes: self.shapes.clone(),
+            pace: self.pace.clone(),
             in_transaction: false,
-            crashed: false,
             writer: self.writer.clone(),
             writing: None,
+            checkpoints: self.checkpoints.clone(),
         }))
     }
 
     async fn migrate(&self, dir: &Path) -> Result<Applied, MigrationError> {
+        // A new version migrates while the old one serves: its writers wait for their turn
+        // here, not in SQLite's busy handler on a runtime thread.
+        let _turn = self.writer.lock().await;
         migrate::run(dir, &self.pool).await
     }
 
@@ -210,123 +344,208 @@ impl Database for SqliteDatabase {
     }
 
     async fn close(&self) {
+        self.connections.permits.close();
+        let idle = self
+            .connections
+            .idle
+            .lock()
+            .map(|mut idle| std::mem::take(&mut *idle))
+            .unwrap_or_default();
+        // Closing the last connection to a file checkpoints it: off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || drop(idle)).await;
         self.pool.close().await;
     }
 }
 
 struct SqliteConnection {
-    conn: sqlx::pool::PoolConnection<Sqlite>,
+    /// `None` while a statement runs on the blocking pool, and for good if that was lost.
+    conn: Option<rusqlite::Connection>,
+    _permit: OwnedSemaphorePermit,
+    connections: Arc<Connections>,
     health: Arc<Health>,
-    shapes: Arc<Shapes>,
-    /// Set between `begin` and its end; the pool knows nothing of raw transactions.
+    pace: Arc<Pace>,
+    /// Set between `begin` and its end.
     in_transaction: bool,
-    /// Its worker thread is gone. The pool does not test connections before handing them
-    /// out ([`open_pool`]), so such a connection is closed here instead of being returned.
-    crashed: bool,
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The database's write turn, held while this connection's transaction is open.
     writing: Option<tokio::sync::OwnedMutexGuard<()>>,
+    checkpoints: Arc<Checkpoints>,
 }
 
 impl SqliteConnection {
-    async fn run(&mut self, statement: &'static str) -> Result<(), SqlError> {
-        let done = (&mut *self.conn).execute(statement).await.map(drop);
-        done.map_err(|e| self.error(e))
-    }
-
-    /// Prepares `statement` once for its parameter count and column names. sqlx caches the
-    /// compiled statement on this connection, so running it next compiles nothing.
-    async fn shape(&mut self, statement: &str) -> Result<Arc<Shape>, SqlError> {
-        let prepared = match (&mut *self.conn)
-            .prepare(AssertSqlSafe(statement).into_sql_str())
-            .await
-        {
-            Ok(prepared) => prepared,
-            Err(e) => return Err(self.error(e)),
+    /// Runs `statement` here when it is known to be quick, else on the blocking pool, and
+    /// notes how long it took.
+    async fn run(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, SqlError> {
+        let Some(conn) = self.conn.take() else {
+            return Err(SqlError::Unavailable(
+                "the connection was lost with a statement that did not finish".into(),
+            ));
         };
-        let shape = Arc::new(Shape {
-            sql: statement.into(),
-            parameters: match prepared.parameters() {
-                Some(Either::Right(n)) => Some(n),
-                _ => None,
-            },
-            columns: prepared
-                .columns()
-                .iter()
-                .map(|c| c.name().to_owned())
-                .collect(),
-        });
-        self.shapes.keep(shape.clone());
-        Ok(shape)
+        // Timed where it runs: waiting for a blocking thread says nothing of the statement.
+        let timed = |conn: &rusqlite::Connection, sql: &str, params: &[Value]| {
+            let started = Instant::now();
+            let result = query(conn, sql, params);
+            (result, started.elapsed())
+        };
+        let (conn, (result, took)) = if self.pace.is_quick(statement) {
+            let ran = timed(&conn, statement, &params);
+            (conn, ran)
+        } else {
+            let sql = statement.to_owned();
+            // Dropped with the task if this invocation is cancelled meanwhile; closing
+            // the connection rolls back whatever it had open.
+            tokio::task::spawn_blocking(move || {
+                let ran = timed(&conn, &sql, &params);
+                (conn, ran)
+            })
+            .await
+            .map_err(|e| SqlError::Unavailable(format!("a statement's thread failed: {e}")))?
+        };
+        self.pace.record(statement, took);
+        self.conn = Some(conn);
+        let (rows, committed) = result.map_err(|e| self.error(e))?;
+        if committed {
+            self.checkpoints.committed();
+        }
+        Ok(rows)
     }
 
-    /// A statement's error as the guest sees it, noting a corrupt file or a dead connection
-    /// on the way.
-    fn error(&mut self, e: sqlx::Error) -> SqlError {
-        if is_corruption(&e) {
-            self.health.mark_corrupt(&e.to_string());
+    async fn run_control(&mut self, statement: &'static str) -> Result<(), SqlError> {
+        self.run(statement, Vec::new()).await.map(drop)
+    }
+
+    /// A statement's error as the guest sees it, noting a corrupt file on the way.
+    fn error(&self, e: Failure) -> SqlError {
+        match e {
+            Failure::Sqlite(rusqlite::Error::SqliteFailure(code, message)) => {
+                let message = message.unwrap_or_else(|| code.to_string());
+                match code.code {
+                    ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                        self.health.mark_corrupt(&message);
+                        SqlError::Unavailable(format!(
+                            "{} is corrupt ({message}): restore it from a backup",
+                            self.health.path.display()
+                        ))
+                    }
+                    ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                        SqlError::Unavailable(format!(
+                            "{} stayed locked for {} s: {message}",
+                            self.health.path.display(),
+                            BUSY_TIMEOUT.as_secs()
+                        ))
+                    }
+                    _ => SqlError::Statement(message),
+                }
+            }
+            Failure::Sqlite(rusqlite::Error::MultipleStatement) => SqlError::Statement(
+                "run one statement per execute; this one has several separated by `;`".into(),
+            ),
+            Failure::Sqlite(other) => SqlError::Statement(other.to_string()),
+            Failure::Parameters { expected, given } => SqlError::Statement(format!(
+                "the statement takes {expected} parameters but {given} were given"
+            )),
+            Failure::NotText(column) => {
+                SqlError::Statement(format!("cannot read column {column}: it is not UTF-8"))
+            }
         }
-        if matches!(e, sqlx::Error::WorkerCrashed) {
-            self.crashed = true;
+    }
+}
+
+/// Why a statement failed, before it is worded for the guest.
+enum Failure {
+    Sqlite(rusqlite::Error),
+    Parameters { expected: usize, given: usize },
+    NotText(usize),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sqlite(e)
+    }
+}
+
+/// Prepares (once per connection, then from its cache), binds and steps `sql`; also tells
+/// whether it committed a write of its own (one run outside a transaction).
+fn query(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Value],
+) -> Result<(Rows, bool), Failure> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let expected = statement.parameter_count();
+    if expected != params.len() {
+        return Err(Failure::Parameters {
+            expected,
+            given: params.len(),
+        });
+    }
+    for (i, param) in params.iter().enumerate() {
+        statement.raw_bind_parameter(i + 1, param)?;
+    }
+    let mut rows = Vec::new();
+    let mut stepped = statement.raw_query();
+    while let Some(row) = stepped.next()? {
+        let width = row.as_ref().column_count();
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(match row.get_ref(i)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(n) => Value::Integer(n),
+                ValueRef::Real(r) => Value::Real(r),
+                ValueRef::Text(t) => {
+                    Value::Text(String::from_utf8(t.to_vec()).map_err(|_| Failure::NotText(i))?)
+                }
+                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+            });
         }
-        statement_error(e)
+        rows.push(values);
+    }
+    drop(stepped);
+    // Named after it ran: SQLite prepares a statement again when a guest's DDL changed
+    // what it returns (`SELECT *`), and the names are then the new ones.
+    let columns = statement
+        .column_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let committed = !statement.readonly() && conn.is_autocommit();
+    Ok((Rows { columns, rows }, committed))
+}
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Integer(n) => ValueRef::Integer(*n),
+            Value::Real(r) => ValueRef::Real(*r),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+            Value::Null => ValueRef::Null,
+        }))
     }
 }
 
 impl Drop for SqliteConnection {
     fn drop(&mut self) {
-        if self.in_transaction || self.crashed {
-            // Closing the connection rolls the transaction back.
-            self.conn.close_on_drop();
+        let Some(conn) = self.conn.take() else {
+            return; // lost with a statement on the blocking pool: closed there
+        };
+        if self.in_transaction && conn.execute_batch("ROLLBACK").is_err() {
+            return; // closing it rolls back
         }
+        self.connections.put(conn);
     }
 }
 
 #[async_trait::async_trait]
 impl Connection for SqliteConnection {
     async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<Rows, SqlError> {
-        let shape = match self.shapes.get(statement) {
-            Some(shape) => shape,
-            None => self.shape(statement).await?,
-        };
-        if let Some(expected) = shape.parameters
-            && expected != params.len()
-        {
-            return Err(SqlError::Statement(format!(
-                "the statement takes {expected} parameters but {} were given",
-                params.len()
-            )));
-        }
-        let mut query = sqlx::query(AssertSqlSafe(shape.sql.clone()));
-        for param in params {
-            query = match param {
-                Value::Integer(i) => query.bind(i),
-                Value::Real(r) => query.bind(r),
-                Value::Text(t) => query.bind(t),
-                Value::Blob(b) => query.bind(b),
-                Value::Null => query.bind(None::<i64>),
-            };
-        }
-        let rows = match query.fetch_all(&mut *self.conn).await {
-            Ok(rows) => rows,
-            Err(e) => return Err(self.error(e)),
-        };
-        // The rows name their columns; a guest's DDL since the shape was kept may have
-        // changed what `SELECT *` returns.
-        let columns = match rows.first() {
-            Some(row) => row.columns().iter().map(|c| c.name().to_owned()).collect(),
-            None => shape.columns.clone(),
-        };
-        let rows = rows.iter().map(row_values).collect::<Result<_, _>>()?;
-        Ok(Rows { columns, rows })
+        self.run(statement, params).await
     }
 
     async fn begin(&mut self) -> Result<(), SqlError> {
         self.writing = Some(self.writer.clone().lock_owned().await);
-        // Set before awaiting: if the invocation is cancelled while BEGIN waits for the
-        // lock, the BEGIN still runs, and the connection must then be closed, not reused.
         self.in_transaction = true;
-        let begun = self.run("BEGIN IMMEDIATE").await;
+        let begun = self.run_control("BEGIN IMMEDIATE").await;
         self.in_transaction = begun.is_ok();
         if begun.is_err() {
             self.writing = None;
@@ -335,43 +554,18 @@ impl Connection for SqliteConnection {
     }
 
     async fn commit(&mut self) -> Result<(), SqlError> {
-        self.run("COMMIT").await?;
+        self.run_control("COMMIT").await?;
         self.in_transaction = false;
         self.writing = None;
+        self.checkpoints.committed();
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<(), SqlError> {
-        self.run("ROLLBACK").await?;
+        self.run_control("ROLLBACK").await?;
         self.in_transaction = false;
         self.writing = None;
         Ok(())
-    }
-}
-
-fn row_values(row: &SqliteRow) -> Result<Vec<Value>, SqlError> {
-    (0..row.len())
-        .map(|i| {
-            let raw = row.try_get_raw(i).map_err(statement_error)?;
-            if raw.is_null() {
-                return Ok(Value::Null);
-            }
-            let kind = raw.type_info().name().to_owned();
-            let decoded = match kind.as_str() {
-                "INTEGER" => <i64 as Decode<Sqlite>>::decode(raw).map(Value::Integer),
-                "REAL" => <f64 as Decode<Sqlite>>::decode(raw).map(Value::Real),
-                "BLOB" => <Vec<u8> as Decode<Sqlite>>::decode(raw).map(Value::Blob),
-                _ => <String as Decode<Sqlite>>::decode(raw).map(Value::Text),
-            };
-            decoded.map_err(|e| SqlError::Statement(format!("cannot read column {i}: {e}")))
-        })
-        .collect()
-}
-
-fn statement_error(e: sqlx::Error) -> SqlError {
-    match e {
-        sqlx::Error::Database(db) => SqlError::Statement(db.message().to_owned()),
-        other => sqlx_failure(other),
     }
 }
 
@@ -379,27 +573,160 @@ fn statement_error(e: sqlx::Error) -> SqlError {
 mod tests {
     use super::*;
 
-    fn shape(sql: String) -> Arc<Shape> {
-        Arc::new(Shape {
-            sql: sql.into(),
-            parameters: Some(0),
-            columns: vec!["a".into()],
-        })
+    #[test]
+    fn a_statement_runs_inline_only_after_quick_runs_in_a_row() {
+        let pace = Pace::default();
+        let sql = "SELECT 1";
+        for _ in 0..QUICK_RUNS {
+            assert!(!pace.is_quick(sql));
+            pace.record(sql, Duration::from_micros(10));
+        }
+        assert!(pace.is_quick(sql));
+        pace.record(sql, QUICK * 2);
+        assert!(
+            !pace.is_quick(sql),
+            "one slow run sends it back to the pool"
+        );
     }
 
     #[test]
-    fn kept_shapes_are_bounded_in_number_and_size() {
-        let shapes = Shapes::default();
-        shapes.keep(shape(format!("SELECT '{}'", "x".repeat(MAX_SHAPE_BYTES))));
-        assert_eq!(
-            shapes.0.lock().unwrap().len(),
-            0,
-            "a long statement is not kept"
-        );
-        for i in 0..MAX_SHAPES + 10 {
-            shapes.keep(shape(format!("SELECT {i}")));
-            assert!(shapes.0.lock().unwrap().len() <= MAX_SHAPES);
+    fn paced_statements_are_bounded_in_number_and_size() {
+        let pace = Pace::default();
+        let long = format!("SELECT '{}'", "x".repeat(MAX_PACED_BYTES));
+        for _ in 0..=QUICK_RUNS {
+            pace.record(&long, Duration::ZERO);
         }
-        assert!(shapes.get(&format!("SELECT {}", MAX_SHAPES + 9)).is_some());
+        assert!(!pace.is_quick(&long), "a long statement is never inline");
+        for i in 0..MAX_PACED + 10 {
+            pace.record(&format!("SELECT {i}"), Duration::ZERO);
+            assert!(pace.0.read().unwrap().len() <= MAX_PACED);
+        }
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> SqliteDatabase {
+        SqliteDatabase::open(&dir.path().join("t.db"))
+            .await
+            .unwrap()
+    }
+
+    /// Counts to `n` in SQLite: microseconds for 10, about a second for 10 million.
+    const COUNT_TO: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?)
+         SELECT count(*) FROM c";
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_statement_once_slow_runs_off_the_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir).await;
+        let mut c = db.connect().await.unwrap();
+        for _ in 0..=QUICK_RUNS {
+            c.execute(COUNT_TO, vec![Value::Integer(10)]).await.unwrap();
+        }
+        assert!(db.pace.is_quick(COUNT_TO));
+        // Known quick, it runs here however long it takes this once...
+        c.execute(COUNT_TO, vec![Value::Integer(200_000)])
+            .await
+            .unwrap();
+        assert!(!db.pace.is_quick(COUNT_TO));
+        // ... and from then on on the blocking pool: this one thread goes on meanwhile.
+        let ticks = Arc::new(AtomicU32::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let rows = c
+            .execute(COUNT_TO, vec![Value::Integer(2_000_000)])
+            .await
+            .unwrap();
+        ticker.abort();
+        assert_eq!(rows.rows, vec![vec![Value::Integer(2_000_000)]]);
+        assert!(
+            ticks.load(Ordering::Relaxed) > 2,
+            "the runtime's only thread was held by the statement"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_are_bounded_and_come_back_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir).await;
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            held.push(db.connect().await.unwrap());
+        }
+        let waiting = tokio::spawn({
+            let permits = db.connections.permits.clone();
+            async move { permits.acquire_owned().await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a connection past the bound was lent"
+        );
+        held.pop();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a returned connection is lent again")
+            .unwrap()
+            .unwrap();
+        // Returned connections are kept open for the next invocation.
+        drop(held);
+        assert_eq!(db.connections.idle.lock().unwrap().len(), MAX_CONNECTIONS);
+    }
+
+    #[tokio::test]
+    async fn an_open_transaction_is_rolled_back_when_its_connection_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir).await;
+        let mut c = db.connect().await.unwrap();
+        c.execute("CREATE TABLE t (a INTEGER)", vec![])
+            .await
+            .unwrap();
+        c.begin().await.unwrap();
+        c.execute("INSERT INTO t VALUES (1)", vec![]).await.unwrap();
+        drop(c);
+        let mut next = db.connect().await.unwrap();
+        let rows = next
+            .execute("SELECT count(*) FROM t", vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, vec![vec![Value::Integer(0)]]);
+        // ... and the write turn was given back.
+        tokio::time::timeout(Duration::from_secs(5), next.begin())
+            .await
+            .expect("the write turn is still held")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_log_is_checkpointed_into_the_file_as_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir).await;
+        let mut c = db.connect().await.unwrap();
+        c.execute("CREATE TABLE t (b BLOB)", vec![]).await.unwrap();
+        let file = dir.path().join("t.db");
+        let size = || std::fs::metadata(&file).unwrap().len();
+        let before = size();
+        for _ in 0..CHECKPOINT_EVERY {
+            c.begin().await.unwrap();
+            c.execute("INSERT INTO t VALUES (zeroblob(1000))", vec![])
+                .await
+                .unwrap();
+            c.commit().await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while size() < before + 400_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the file is still {} bytes: its pages stay in the log",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
