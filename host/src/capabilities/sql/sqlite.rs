@@ -244,11 +244,15 @@ impl Health {
     fn check(&self) -> Result<(), SqlError> {
         match self.corrupt.lock().ok().and_then(|c| c.clone()) {
             None => Ok(()),
-            Some(reason) => Err(SqlError::Unavailable(format!(
-                "{} is corrupt ({reason}): restore it from a backup",
-                self.path.display()
-            ))),
+            Some(reason) => Err(self.corrupt_error(&reason)),
         }
+    }
+
+    fn corrupt_error(&self, reason: &str) -> SqlError {
+        SqlError::Unavailable(format!(
+            "{} is corrupt ({reason}): restore it from a backup",
+            self.path.display()
+        ))
     }
 }
 
@@ -319,7 +323,6 @@ impl Database for SqliteDatabase {
             connections: self.connections.clone(),
             health: self.health.clone(),
             pace: self.pace.clone(),
-            in_transaction: false,
             writer: self.writer.clone(),
             writing: None,
             checkpoints: self.checkpoints.clone(),
@@ -364,10 +367,9 @@ struct SqliteConnection {
     connections: Arc<Connections>,
     health: Arc<Health>,
     pace: Arc<Pace>,
-    /// Set between `begin` and its end.
-    in_transaction: bool,
     writer: Arc<tokio::sync::Mutex<()>>,
-    /// The database's write turn, held while this connection's transaction is open.
+    /// The database's write turn, held while this connection's transaction is open (from
+    /// `begin` to its end), so also what says one is open.
     writing: Option<tokio::sync::OwnedMutexGuard<()>>,
     checkpoints: Arc<Checkpoints>,
 }
@@ -422,10 +424,7 @@ impl SqliteConnection {
                 match code.code {
                     ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
                         self.health.mark_corrupt(&message);
-                        SqlError::Unavailable(format!(
-                            "{} is corrupt ({message}): restore it from a backup",
-                            self.health.path.display()
-                        ))
+                        self.health.corrupt_error(&message)
                     }
                     ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
                         SqlError::Unavailable(format!(
@@ -529,7 +528,7 @@ impl Drop for SqliteConnection {
         let Some(conn) = self.conn.take() else {
             return; // lost with a statement on the blocking pool: closed there
         };
-        if self.in_transaction && conn.execute_batch("ROLLBACK").is_err() {
+        if self.writing.is_some() && conn.execute_batch("ROLLBACK").is_err() {
             return; // closing it rolls back
         }
         self.connections.put(conn);
@@ -544,9 +543,7 @@ impl Connection for SqliteConnection {
 
     async fn begin(&mut self) -> Result<(), SqlError> {
         self.writing = Some(self.writer.clone().lock_owned().await);
-        self.in_transaction = true;
         let begun = self.run_control("BEGIN IMMEDIATE").await;
-        self.in_transaction = begun.is_ok();
         if begun.is_err() {
             self.writing = None;
         }
@@ -555,7 +552,6 @@ impl Connection for SqliteConnection {
 
     async fn commit(&mut self) -> Result<(), SqlError> {
         self.run_control("COMMIT").await?;
-        self.in_transaction = false;
         self.writing = None;
         self.checkpoints.committed();
         Ok(())
@@ -563,7 +559,6 @@ impl Connection for SqliteConnection {
 
     async fn rollback(&mut self) -> Result<(), SqlError> {
         self.run_control("ROLLBACK").await?;
-        self.in_transaction = false;
         self.writing = None;
         Ok(())
     }
